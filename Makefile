@@ -1,0 +1,32 @@
+# `make run` and `make test` each build the environment from nothing when it is missing or out of date.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test test-slow report clean
+
+setup: $(STAMP)
+
+# Exact pins from requirements.lock (torch==2.13.0 is the CPU wheel on this machine's disk), then the project.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) run.py -m clip=none,norm1
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+# Rebuild a sweep's report from its files: make report SWEEP=multirun/<date>/<time>
+report: $(STAMP)
+	$(PY) -m gradclip.report $(SWEEP)
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,28 @@
+"""Train and compare: `python run.py -m clip=none,norm1` (any config key can be overridden; see README)."""
+
+import os
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from gradclip.config import exit_on_config_error, register_schemas
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from gradclip.training import train
+
+    hc = HydraConfig.get()
+    folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+    train(cfg, hc.runtime.output_dir, group=os.path.basename(os.path.normpath(folder)),
+          name=hc.job.override_dirname or "defaults", overrides=list(hc.overrides.task))
+
+
+if __name__ == "__main__":
+    register_schemas()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # config errors come back to us, to be printed on one line
+    try:
+        main()
+    except Exception as exc:
+        exit_on_config_error(exc)

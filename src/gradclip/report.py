@@ -1,0 +1,358 @@
+"""The report of a sweep: report.md, a self-contained report.html and figures/*.png under <sweep>/report/.
+
+Built only from the job files on disk (summary.json, metrics.csv), so it can be rebuilt at any time:
+``python -m gradclip.report <sweep-dir>`` or ``gradclip-report <sweep-dir>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from gradclip.files import write_atomic  # noqa: E402
+
+MAX_POINTS = 1000  # points per run in a line plot; longer runs are averaged into this many bins
+
+
+# ---------------------------------------------------------------- loading
+def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per finished job (its summary.json) and all their metric rows, with a `group` label per run.
+
+    The group of a run is what the sweep varied for it: its overrides, less the seed and less those every run shares.
+    """
+    summaries, metrics = [], []
+    for path in sorted(folder.rglob("summary.json"), key=lambda p: _natural_key(p.parent.relative_to(folder))):
+        if "report" in path.relative_to(folder).parts or "wandb" in path.parts:
+            continue
+        summary = json.loads(path.read_text())
+        run = str(path.parent.relative_to(folder)) if path.parent != folder else path.parent.name
+        summaries.append({**summary, "run": run})
+        frame = pd.read_csv(path.parent / "metrics.csv")
+        metrics.append(frame.assign(run=run, seed=summary["seed"]))
+    if not summaries:
+        raise FileNotFoundError(f"{folder}: no finished runs (no summary.json below it)")
+    runs = pd.DataFrame(summaries)
+    runs["group"] = group_labels(runs["overrides"].tolist())
+    steps = pd.concat(metrics, ignore_index=True).merge(runs[["run", "group", "task"]], on="run")
+    return runs, steps
+
+
+def _natural_key(path: Path):
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
+def group_labels(overrides: list[list[str]]) -> list[str]:
+    parsed = [dict(o.split("=", 1) for o in run if "=" in o) for run in overrides]
+    keys = []
+    for run in parsed:
+        keys += [k for k in run if k not in keys and k.lstrip("+~") != "seed"]
+    varied = [k for k in keys if len({run.get(k) for run in parsed}) > 1]
+    if not varied:
+        return ["all runs"] * len(parsed)
+    return [", ".join(f"{k}={run.get(k, '(default)')}" for k in varied) for run in parsed]
+
+
+# ---------------------------------------------------------------- figures
+@dataclass
+class Figure:
+    name: str
+    caption: str
+
+
+def _downsample(steps: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per run, at most MAX_POINTS points: the mean of `column` over equal step bins (exact for short runs)."""
+    frame = steps.dropna(subset=[column])
+    width = max(1, math.ceil(frame.step.max() / MAX_POINTS)) if len(frame) else 1
+    if width == 1:
+        return frame
+    frame = frame.assign(step=(frame.step // width) * width)
+    return frame.groupby(["run", "group", "task", "seed", "step"], as_index=False)[column].mean()
+
+
+def _use_log(values: pd.Series) -> bool:
+    finite = values[np.isfinite(values) & (values > 0)]
+    return len(finite) > 0 and finite.max() / finite.min() > 20
+
+
+def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: str, path: Path, smooth: int):
+    """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged."""
+    data = _downsample(steps, column)
+    if smooth > 1:
+        data = data.assign(**{column: data.groupby("run")[column].transform(
+            lambda s: s.rolling(smooth, min_periods=1).mean())})
+    tasks = sorted(data.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = data[data.task == task]
+        sns.lineplot(data=part, x="step", y=column, hue="group", style="group", estimator="median",
+                     errorbar=("pi", 100), ax=ax, linewidth=1.4)
+        ends = part.sort_values("step").groupby("run").tail(1).merge(runs[["run", "diverged"]], on="run")
+        ends = ends[ends.diverged]
+        if len(ends):
+            ax.scatter(ends.step, ends[column].clip(upper=part[column].replace(np.inf, np.nan).max()),
+                       marker="x", color="black", s=40, zorder=5, label="diverged")
+            ax.legend()
+        if _use_log(part[column]):
+            ax.set_yscale("log")
+        ax.set(xlabel="optimizer step", ylabel=ylabel, title=task if len(tasks) > 1 else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grad_norm_figure(steps: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+    """Pre-clip global gradient norm per step, one panel per group, one line per seed; threshold and clips marked."""
+    groups = list(dict.fromkeys(runs.group))
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, sharex=True, sharey=True)
+    data = steps.dropna(subset=["grad_norm"])
+    data = data[np.isfinite(data.grad_norm) & (data.grad_norm > 0)]
+    median = data.grad_norm.median()
+    for ax, group in zip(axes.flat, groups):
+        part = data[data.group == group]
+        for i, (_, run) in enumerate(part.groupby("run", sort=False)):
+            ax.plot(run.step, run.grad_norm, lw=0.6, alpha=0.7, color=sns.color_palette("colorblind")[i % 10])
+            fired = run[run.clipped == 1]
+            ax.scatter(fired.step, fired.grad_norm, s=6, marker="o", color="black", linewidths=0, zorder=4,
+                       label="clipped step" if i == 0 else None)
+        ends = part[part.run.isin(runs[runs.diverged].run)].groupby("run").tail(1)
+        if len(ends):
+            ax.scatter(ends.step, ends.grad_norm, marker="x", s=50, color="black", zorder=5, label="diverged")
+        thresholds = runs[runs.group == group].clip_threshold.dropna().unique()
+        for t in thresholds:
+            ax.axhline(t, color="black", ls="--", lw=1, label=f"threshold {t:g}")
+        ax.axhline(median, color="gray", ls=":", lw=1, label=f"median, all runs {median:.2g}")
+        ax.set(yscale="log", xlabel="optimizer step", ylabel="pre-clip gradient norm (L2)", title=group)
+        ax.legend(fontsize=7, loc="upper right")
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def final_figure(runs: pd.DataFrame, path: Path) -> None:
+    """Final held-out metric of every run (each seed a point); a diverged run is an x, a non-finite one sits on top."""
+    groups = list(dict.fromkeys(runs.group))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(groups) + 2), 4.2))
+    finite = runs.final_metric.astype(float)
+    finite = finite[np.isfinite(finite)]
+    top = finite.max() if len(finite) else 1.0
+    palette = sns.color_palette("colorblind")
+    rng = np.random.default_rng(0)
+    for i, group in enumerate(groups):
+        part = runs[runs.group == group]
+        for _, run in part.iterrows():
+            value = float(run.final_metric) if run.final_metric is not None else math.nan
+            x = i + rng.uniform(-0.15, 0.15)
+            if math.isfinite(value):
+                ax.scatter(x, value, marker="x" if run.diverged else "o", s=50 if run.diverged else 36,
+                           color=palette[i % 10], edgecolor="black" if not run.diverged else None, zorder=3)
+            else:
+                ax.scatter(x, top, marker="^", s=50, color="black", clip_on=False, zorder=3)
+    ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
+    metric = runs.metric.iloc[0] if runs.metric.nunique() == 1 else "metric"
+    better = "higher" if runs.higher_is_better.iloc[0] else "lower"
+    ax.set(xlabel="", ylabel=f"final held-out {metric} ({better} is better)")
+    handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="finished"),
+               plt.Line2D([], [], ls="", marker="x", color="gray", label="diverged (metric at divergence)"),
+               plt.Line2D([], [], ls="", marker="^", color="black", label="diverged, no finite metric")]
+    ax.legend(handles=handles, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list[Figure]:
+    sns.set_theme(style="whitegrid", palette="colorblind", context="notebook")
+    figures.mkdir(parents=True, exist_ok=True)
+    seeds = _seed_text(runs)
+    metric = runs.metric.iloc[0] if runs.metric.nunique() == 1 else "task metric"
+    smooth = max(1, int(runs.steps_run.max()) // 100)
+    band = f"line: median over {seeds}; band: min to max over the seeds still running at that step"
+    _line_figure(steps, runs, "loss", "training loss (nats, per batch)", figures / "loss.png", smooth)
+    _line_figure(steps, runs, f"val_{metric}" if metric != "task metric" else "val_loss",
+                 f"held-out {metric}", figures / "heldout.png", 1)
+    grad_norm_figure(steps, runs, figures / "grad_norm.png")
+    final_figure(runs, figures / "final.png")
+    return [
+        Figure("loss.png", f"Training loss per step{f' (running mean over {smooth} steps)' if smooth > 1 else ''}, "
+                           f"by group; {band}; "
+                           "x: a run diverged there (its line ends)."),
+        Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged."),
+        Figure("grad_norm.png", "Global L2 norm of the raw gradient at every step (log scale), one panel per group, "
+                                "one line per seed; dashed: the clipping threshold; dotted: the median over all runs; "
+                                "dots: steps where clipping fired; x: the last step of a run that diverged."),
+        Figure("final.png", f"Final held-out {metric} of every run ({seeds}), one point per seed; x: the run "
+                            "diverged and the point is its metric at divergence; triangle: no finite metric."),
+    ]
+
+
+# ---------------------------------------------------------------- tables
+def _seed_text(runs: pd.DataFrame) -> str:
+    counts = runs.groupby("group").size()
+    n = counts.iloc[0] if counts.nunique() == 1 else f"{counts.min()}-{counts.max()}"
+    return f"{n} seed{'s' if str(n) != '1' else ''}"
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
+def _spread(values: pd.Series, digits: int = 3) -> str:
+    values = pd.to_numeric(values, errors="coerce")
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return "–"
+    if len(values) == 1:
+        return _num(float(values.iloc[0]), digits)
+    return f"{_num(float(values.median()), digits)} [{_num(float(values.min()), digits)}, {_num(float(values.max()), digits)}]"
+
+
+def group_table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for group, part in runs.groupby("group", sort=False):
+        diverged = part[part.diverged]
+        reached = part.steps_to_target.dropna()
+        target = part.target.iloc[0]
+        rows.append({
+            "group": group, "runs": len(part),
+            f"final {part.metric.iloc[0]}": _spread(part.final_metric),
+            f"best {part.metric.iloc[0]}": _spread(part.best_metric),
+            "diverged (at step)": f"{len(diverged)}/{len(part)}" + (
+                f" ({', '.join(str(int(s)) for s in diverged.diverged_step)})" if len(diverged) else ""),
+            f"steps to {part.target_metric.iloc[0]} ≤ {_num(target)}": (
+                f"{_spread(reached)} ({len(reached)}/{len(part)} reached)" if target is not None else "–"),
+            "% steps clipped": _spread(100 * part.clipped_fraction, 2),
+            "median grad norm": _spread(part.grad_norm_median, 2),
+            "loss spikes": _spread(part.loss_spikes),
+            "wall time (s)": _spread(part.wall_time_s, 2),
+        })
+    return pd.DataFrame(rows)
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "run": runs.run, "group": runs.group, "seed": runs.seed, "status": [
+            f"diverged at {int(s)} ({r})" if d else "ok"
+            for d, s, r in zip(runs.diverged, runs.diverged_step, runs.diverged_reason)],
+        "final": runs.final_metric.map(_num), "best (step)": [
+            f"{_num(b)} ({_num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
+        "steps to target": runs.steps_to_target.map(_num),
+        "% clipped": (100 * runs.clipped_fraction).map(lambda v: _num(v, 2)),
+        "grad norm median / max": [f"{_num(a, 2)} / {_num(b, 2)}" for a, b in zip(runs.grad_norm_median, runs.grad_norm_max)],
+        "loss spikes": runs.loss_spikes.map(_num),
+        "non-finite steps": runs.nonfinite_steps.map(_num),
+        "wall (s)": runs.wall_time_s.map(lambda v: _num(v, 2)),
+    })
+
+
+# ---------------------------------------------------------------- rendering
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in [frame.columns, *frame.astype(str).values]]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.astype(str).values)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def describe(runs: pd.DataFrame) -> list[str]:
+    """Plain sentences on what was run, shared by every run unless a group says otherwise."""
+    first = runs.iloc[0]
+    data = first.data if isinstance(first.data, dict) else {}
+    corpus = data.get("corpus")
+    lines = [
+        f"{len(runs)} runs in {runs.group.nunique()} groups ({_seed_text(runs)} each); "
+        f"{int(runs.steps.max())} optimizer steps per run.",
+        f"Task {', '.join(runs.task.unique())}; model {', '.join(runs.model.unique())}; optimizer "
+        f"{', '.join(sorted({f'{o} lr {l:g}' for o, l in zip(runs.optim, runs.lr)}))}.",
+        f"Held-out metric: {first.metric} ({'higher' if first.higher_is_better else 'lower'} is better); "
+        f"target: {first.target_metric} ≤ {_num(first.target)}.",
+        "Diverged = non-finite loss, loss above the configured multiple of the first step's loss, or too many "
+        "non-finite gradients in a row; a diverged run stops there and is kept as a result.",
+        f"Loss spike = a step whose training loss exceeds the set factor times the minimum of the steps before it "
+        f"in a window (see config.yaml: spike_factor, spike_window).",
+    ]
+    if corpus:
+        lines.append(f"Corpus: {corpus['source']}; {sum(corpus['chars'].values())} characters; sha256 "
+                     f"{corpus['sha256'][:16]}….")
+    versions = first.versions if isinstance(first.versions, dict) else {}
+    lines.append(f"Device {first.device}, {first.threads} threads; " +
+                 ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    return lines
+
+
+def build_report(folder: str | Path) -> Path:
+    """Write <folder>/report/{report.md, report.html, figures/*.png} from the job files below ``folder``."""
+    folder = Path(folder)
+    runs, steps = load_runs(folder)
+    out = folder / "report"
+    figures = make_figures(runs, steps, out / "figures")
+    title = f"gradclip report: {folder.name}"
+    intro = describe(runs)
+    groups, per_run = group_table(runs), run_table(runs)
+    cell = "Cells: median [min, max] over seeds."
+
+    md = [f"# {title}", "", *[f"- {line}" for line in intro], "", "## Summary by group", "", cell, "",
+          _markdown_table(groups), "", "## Figures", ""]
+    for fig in figures:
+        md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
+    md += ["## Every run", "", _markdown_table(per_run), ""]
+    write_atomic(out / "report.md", "\n".join(md))
+
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
+             "th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}")
+    body = [f"<h1>{html.escape(title)}</h1>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>",
+            "<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", _html_table(groups), "<h2>Figures</h2>"]
+    for fig in figures:
+        encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")
+        body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
+                    f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    body += ["<h2>Every run</h2>", _html_table(per_run)]
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    write_atomic(out / "report.html", page)
+    return out / "report.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gradclip-report", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", help="a sweep folder (multirun/<date>/<time>) or one run's folder")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        sys.exit(f"error: {folder}: no such folder")
+    try:
+        path = build_report(folder)
+    except FileNotFoundError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"report: {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

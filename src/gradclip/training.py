@@ -1,0 +1,173 @@
+"""One training run: the loop, divergence handling, and the job's files (config.yaml, metrics.csv, summary.json).
+
+A run that diverges is a result, never an exception: it ends early and says so in summary.json.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.utils import get_total_norm
+from tqdm import tqdm
+
+from gradclip.clipping import clip_gradients
+from gradclip.data import build_task
+from gradclip.files import write_atomic, write_json
+from gradclip.logger import RunLogger
+from gradclip.models import build_model
+
+HIGHER_IS_BETTER = {"accuracy"}
+STEP_COLUMNS = ["step", "loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "skipped",
+                "update_norm", "lr", "step_time_ms"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def versions() -> dict[str, str]:
+    names = ["gradclip", "torch", "hydra-core", "wandb", "numpy", "pandas", "scikit-learn"]
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
+
+
+def count_spikes(losses: pd.Series, factor: float, window: int) -> int:
+    """Steps whose loss exceeds ``factor`` x the minimum loss of the ``window`` steps before it."""
+    previous_min = losses.shift(1).rolling(window, min_periods=1).min()
+    return int((losses > factor * previous_min).sum())
+
+
+def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
+    """Train one model as ``cfg`` says, write the job's files into ``job_dir`` and return the summary."""
+    started = time.perf_counter()
+    job_dir = Path(job_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved.pop("hydra", None)
+    write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device.value)
+    torch.manual_seed(cfg.seed)
+    task = build_task(cfg.task, device)
+    model = build_model(cfg.model, task).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg.optim, params)
+    batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
+    method, threshold = cfg.clip.method.value, cfg.clip.threshold
+    logger = RunLogger(cfg.logger, str(job_dir), group=group, name=name, config=resolved)
+
+    rows: list[dict] = []
+    evals: list[tuple[int, dict]] = []
+
+    def evaluate(step: int) -> dict:
+        model.eval()
+        scores = task.evaluate(model)
+        model.train()
+        evals.append((step, scores))
+        return {f"val_{k}": v for k, v in scores.items()}
+
+    first_row = {"step": 0, **evaluate(0)}
+    rows.append(first_row)
+    logger.log(first_row, step=0)
+    initial_loss = None
+    nonfinite_in_row = nonfinite_steps = 0
+    diverged_step, diverged_reason = None, None
+    quiet = bool(os.environ.get("CI")) or None  # None: tqdm shows a bar only on a terminal
+    bar = tqdm(range(1, cfg.steps + 1), desc=name or "run", disable=quiet, mininterval=0.5, leave=False)
+    for step in bar:
+        t0 = time.perf_counter()
+        x, y = task.batch(batches)
+        loss = task.loss(model(x), y)
+        loss_value = loss.item()
+        initial_loss = loss_value if initial_loss is None else initial_loss
+        row = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+        if not math.isfinite(loss_value) or loss_value > cfg.diverge_factor * initial_loss:
+            diverged_step = step
+            diverged_reason = ("non-finite loss" if not math.isfinite(loss_value)
+                               else f"loss > {cfg.diverge_factor:g} x initial loss")
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats = clip_gradients(params, method, threshold)
+            skipped = not math.isfinite(stats.pre_norm)
+            if skipped:  # never apply a non-finite gradient; too many in a row = diverged
+                nonfinite_in_row, nonfinite_steps = nonfinite_in_row + 1, nonfinite_steps + 1
+                update_norm = 0.0
+            else:
+                nonfinite_in_row = 0
+                before = [p.detach().clone() for p in params]
+                optimizer.step()
+                update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
+            row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
+                       clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm,
+                       step_time_ms=1000 * (time.perf_counter() - t0))
+            if nonfinite_in_row >= cfg.max_nonfinite:
+                diverged_step, diverged_reason = step, f"{nonfinite_in_row} non-finite gradients in a row"
+        if diverged_step is None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            row.update(evaluate(step))
+        rows.append(row)
+        logger.log(row, step=step)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_value:.3g}", grad_norm=f"{row.get('grad_norm', math.nan):.3g}")
+        if diverged_step is not None:
+            break
+    bar.close()
+    if diverged_step is not None:
+        rows[-1].update(evaluate(diverged_step))
+
+    metrics = pd.DataFrame(rows)
+    metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
+    write_atomic(job_dir / "metrics.csv", metrics.to_csv(index=False))
+    summary = summarize(cfg, task, metrics, evals, diverged_step, diverged_reason, nonfinite_steps)
+    summary.update(group=group, name=name, overrides=list(overrides), device=str(device),
+                   threads=torch.get_num_threads(), versions=versions(), data=task.info,
+                   wall_time_s=time.perf_counter() - started)
+    write_json(job_dir / "summary.json", summary)
+    logger.finish(summary)
+    return summary
+
+
+def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_reason, nonfinite_steps) -> dict:
+    """The numbers a report compares runs by, from the run's own step rows and evaluations."""
+    steps = metrics[metrics.step > 0]
+    applied = steps[steps.skipped == 0]
+    higher = task.metric in HIGHER_IS_BETTER
+    scores = [(s, e[task.metric]) for s, e in evals if math.isfinite(e[task.metric])]
+    best_step, best = (max if higher else min)(scores, key=lambda se: se[1]) if scores else (None, None)
+    reached = [s for s, e in evals if cfg.task.target is not None and e[task.target_metric] <= cfg.task.target]
+    final = evals[-1][1]
+    return {
+        "task": cfg.task.name, "model": cfg.model.name, "clip": cfg.clip.name, "clip_method": cfg.clip.method.value,
+        "clip_threshold": cfg.clip.threshold, "optim": cfg.optim.name, "lr": cfg.optim.lr, "seed": cfg.seed,
+        "steps": cfg.steps, "steps_run": int(steps.step.max()) if len(steps) else 0,
+        "status": "diverged" if diverged_step is not None else "ok",
+        "diverged": diverged_step is not None, "diverged_step": diverged_step, "diverged_reason": diverged_reason,
+        "metric": task.metric, "higher_is_better": higher, "final_metric": final[task.metric],
+        "final_eval": final, "best_metric": best, "best_step": best_step,
+        "target_metric": task.target_metric, "target": cfg.task.target,
+        "steps_to_target": reached[0] if reached else None,
+        "clipped_fraction": float(applied.clipped.mean()) if len(applied) else 0.0,
+        "nonfinite_steps": nonfinite_steps,
+        "loss_spikes": count_spikes(steps.loss, cfg.spike_factor, cfg.spike_window),
+        "initial_loss": float(steps.loss.iloc[0]) if len(steps) else None,
+        "grad_norm_median": float(applied.grad_norm.median()) if len(applied) else None,
+        "grad_norm_max": float(applied.grad_norm.max()) if len(applied) else None,
+        "step_time_ms_median": float(applied.step_time_ms.median()) if len(applied) else None,
+    }

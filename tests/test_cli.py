@@ -1,0 +1,126 @@
+"""The command line as a user types it: bad input is refused on one line, a sweep yields runs and a report."""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from omegaconf import OmegaConf
+
+from gradclip.config import ConfigError, one_line_error, validate
+from gradclip.report import build_report, main as report_main
+
+from conftest import run_cli
+
+BAD = [  # (overrides, text the one-line message must contain)
+    (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: none, norm, norm1, per_tensor, value"),
+    (["optim=nope"], "optim=nope: no such option"),
+    (["clip=norm", "clip.threshold=0"], "clip.threshold=0.0: clip=norm needs a threshold > 0"),
+    (["clip=norm1", "clip.threshold=-1"], "clip.threshold=-1.0"),
+    (["optim.lr=0"], "optim.lr=0.0: must be a number > 0"),
+    (["optim.lr=-3"], "optim.lr=-3.0: must be a number > 0"),
+    (["optim.lr=abc"], "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    (["steps=ten"], "steps: Value 'ten' of type 'str' could not be converted to Integer"),
+    (["steps=0"], "steps=0: must be an integer >= 1"),
+    (["task.data_dir=/no/such/folder"], "task.data_dir=/no/such/folder: no such folder"),
+    (["model=mlp"], "model=mlp: needs a vector task"),
+    (["task.level=morse"], "task.level: Invalid value 'morse', expected one of [char, word]"),
+    (["nosuchkey=1"], "nosuchkey: Key 'nosuchkey' not in 'Config'"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD)
+def test_bad_input_message(make_cfg, overrides, message):
+    try:
+        validate(make_cfg(*overrides))
+    except Exception as exc:  # composition errors come from Hydra, range errors from validate
+        text = one_line_error(exc)
+        assert text is not None and "\n" not in text and message in text
+    else:
+        pytest.fail("accepted")
+
+
+def test_data_dir_without_train_txt(make_cfg, tmp_path):
+    (tmp_path / "valid.txt").write_text("x")
+    with pytest.raises(ConfigError, match="no train.txt"):
+        validate(make_cfg(f"task.data_dir={tmp_path}"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", "clip=none,nope"], "error: clip=nope: no such option"),
+    (["-m", "optim.lr=1,0"], "error: optim.lr=0.0: must be a number > 0"),
+    (["optim.lr=-1"], "error: optim.lr=-1.0: must be a number > 0"),
+])
+def test_cli_refuses_before_any_work_and_touches_nothing(tmp_path, args, message):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "keep.txt").write_text("earlier results")
+    result = run_cli(*args, "logger=none", f"hydra.sweep.dir={sweep}", f"hydra.run.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert [p.name for p in sweep.iterdir()] == ["keep.txt"] and (sweep / "keep.txt").read_text() == "earlier results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.text, self.images = [], 0
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def handle_starttag(self, tag, attrs):
+        self.images += tag == "img" and dict(attrs)["src"].startswith("data:image/png;base64,")
+
+
+def test_main_job_end_to_end(tmp_path):
+    """`python run.py -m clip=none,norm1` with a few steps: job dirs, report.md/html, an offline W&B run per job."""
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "clip=none,norm1", "steps=12", "eval_every=4", "logger.mode=offline",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for job in ("0", "1"):
+        for name in ("config.yaml", "metrics.csv", "summary.json"):
+            assert (sweep / job / name).is_file()
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1
+    assert json.loads((sweep / "1" / "summary.json").read_text())["clip"] == "norm1"
+    assert OmegaConf.load(sweep / "0" / "config.yaml").clip.name == "none"
+    report = sweep / "report"
+    assert f"report: {(report / 'report.md').resolve()}" in result.stdout
+    md = (report / "report.md").read_text()
+    assert "clip=none" in md and "clip=norm1" in md
+    parser = _Collect()
+    parser.feed((report / "report.html").read_text())
+    text = " ".join(parser.text)
+    assert "clip=none" in text and "clip=norm1" in text and parser.images == 4
+    assert sorted(p.name for p in (report / "figures").iterdir()) == [
+        "final.png", "grad_norm.png", "heldout.png", "loss.png"]
+
+
+def test_diverging_sweep_still_gets_its_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "task=regression", "model=mlp", "optim.lr=1000,0.0001", "steps=15", "eval_every=5",
+                     "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((sweep / "0" / "summary.json").read_text())["diverged"] is True
+    assert json.loads((sweep / "1" / "summary.json").read_text())["diverged"] is False
+    md = (sweep / "report" / "report.md").read_text()
+    assert "| optim.lr=1000 | 1 |" in md and "1/1 (" in md
+
+
+def test_report_rebuilds_from_files_alone(tmp_path, make_cfg, capsys):
+    from gradclip.training import train
+
+    for i, clip in enumerate(["none", "norm1"]):
+        overrides = ["task=digits", "model=mlp", "steps=10", "eval_every=5", "optim.lr=0.1", f"clip={clip}"]
+        train(make_cfg(*overrides), tmp_path / str(i), group="g", name=clip, overrides=overrides)
+    first = build_report(tmp_path).read_text()
+    (tmp_path / "report" / "report.md").unlink()
+    report_main([str(tmp_path)])
+    assert (tmp_path / "report" / "report.md").read_text() == first
+    assert "report.md" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no finished runs"):
+        report_main([str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="no such folder"):
+        report_main([str(tmp_path / "missing")])
