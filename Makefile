@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report clean
+.PHONY: setup run test test-slow report calibrate clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ test-slow: $(STAMP)
 # Rebuild a sweep's report from its files: make report SWEEP=multirun/<date>/<time>
 report: $(STAMP)
 	$(PY) -m gradclip.report $(SWEEP)
+
+# The default job's calibration (README), regenerated into results/calibration: built beside it, swapped in when done.
+calibrate: $(STAMP)
+	rm -rf results/.calibration.new
+	$(PY) run.py -m +experiment=calibration logger=none hydra.sweep.dir=results/.calibration.new
+	$(PY) experiments/calibration.py results/.calibration.new
+	rm -rf results/calibration && mv results/.calibration.new results/calibration
+	$(PY) -m gradclip.report results/calibration
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,6 +1,7 @@
 """Train and compare: `python run.py -m clip=none,norm1` (any config key can be overridden; see README)."""
 
 import os
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,9 +15,10 @@ def main(cfg: DictConfig) -> None:
     from gradclip.training import train
 
     hc = HydraConfig.get()
-    folder = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
-    train(cfg, hc.runtime.output_dir, group=os.path.basename(os.path.normpath(folder)),
-          name=hc.job.override_dirname or "defaults", overrides=list(hc.overrides.task))
+    folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
+    group = "_".join(folder.parts[-2:])  # one W&B group per sweep: multirun/<date>/<time> -> <date>_<time>
+    train(cfg, hc.runtime.output_dir, group=group, name=hc.job.override_dirname or "defaults",
+          overrides=list(hc.overrides.task))
 
 
 if __name__ == "__main__":

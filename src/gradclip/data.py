@@ -108,17 +108,26 @@ class CharLM:
         return {"loss": nats, self.metric: score}
 
 
-class Adding:
-    """Pascanu et al.'s adding problem: inputs (value in [0,1], marker); target = mean of the two marked values."""
+class Synthetic:
+    """A generated sequence task: fresh training batches from the run's generator, a fixed held-out set."""
 
-    readout, input_dim, output_dim, vocab_size = "last", 2, 1, None
-    metric, target_metric = "mse", "error_rate"
+    readout, vocab_size = "last", None
 
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         gen = torch.Generator().manual_seed(cfg.data_seed)
         self.eval_batches = [self._sample(gen, min(100, cfg.eval_size - i)) for i in range(0, cfg.eval_size, 100)]
-        self.info = {"generator": "Pascanu et al. 2013 adding", "seq_len": cfg.seq_len}
+        self.info = {"generator": f"Pascanu et al. 2013 {cfg.name}", "seq_len": cfg.seq_len}
+
+    def batch(self, gen):  # subclasses define _sample(gen, n) -> (x, y)
+        return self._sample(gen, self.cfg.batch_size)
+
+
+class Adding(Synthetic):
+    """Pascanu et al.'s adding problem: inputs (value in [0,1], marker); target = mean of the two marked values."""
+
+    input_dim, output_dim = 2, 1
+    metric, target_metric = "mse", "error_rate"
 
     def _sample(self, gen, n):
         length = self.cfg.seq_len + int(torch.randint(0, self.cfg.seq_len // 10 + 1, (1,), generator=gen))
@@ -133,9 +142,6 @@ class Adding:
         y = (values[rows, first] + values[rows, second])[:, None] / 2
         return x.to(self.device), y.to(self.device)
 
-    def batch(self, gen):
-        return self._sample(gen, self.cfg.batch_size)
-
     def loss(self, out, y):
         return F.mse_loss(out, y)
 
@@ -146,17 +152,11 @@ class Adding:
         return {"loss": mse, "mse": mse, "error_rate": (errors > 0.04).float().mean().item()}
 
 
-class TemporalOrder:
+class TemporalOrder(Synthetic):
     """Pascanu et al.'s temporal order problem: 6 one-hot symbols; A/B at two early spots decide 1 of 4 classes."""
 
-    readout, input_dim, output_dim, vocab_size = "last", 6, 4, None
+    input_dim, output_dim = 6, 4
     metric, target_metric = "accuracy", "error_rate"
-
-    def __init__(self, cfg, device):
-        self.cfg, self.device = cfg, device
-        gen = torch.Generator().manual_seed(cfg.data_seed)
-        self.eval_batches = [self._sample(gen, min(100, cfg.eval_size - i)) for i in range(0, cfg.eval_size, 100)]
-        self.info = {"generator": "Pascanu et al. 2013 temporal order", "seq_len": cfg.seq_len}
 
     def _sample(self, gen, n):
         length = self.cfg.seq_len
@@ -170,9 +170,6 @@ class TemporalOrder:
         x = F.one_hot(symbols, 6).float()
         y = relevant[:, 0] * 2 + relevant[:, 1]  # AA=0, AB=1, BA=2, BB=3
         return x.to(self.device), y.to(self.device)
-
-    def batch(self, gen):
-        return self._sample(gen, self.cfg.batch_size)
 
     def loss(self, out, y):
         return F.cross_entropy(out, y)

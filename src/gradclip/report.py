@@ -83,14 +83,28 @@ def _downsample(steps: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.groupby(["run", "group", "task", "seed", "step"], as_index=False)[column].mean()
 
 
+def _log_y(ax) -> None:
+    """Log y axis with plain tick labels at 1, 2, 5 x powers of ten (not 2x10^0)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "25" else ""))
+
+
 def _use_log(values: pd.Series) -> bool:
     finite = values[np.isfinite(values) & (values > 0)]
-    return len(finite) > 0 and finite.max() / finite.min() > 20
+    return len(finite) > 0 and finite.max() / finite.min() > 8
 
 
 def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: str, path: Path, smooth: int):
-    """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged."""
-    data = _downsample(steps, column)
+    """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged.
+
+    The value at the divergence step is drawn only as the x (clipped to the top edge), not folded into the median.
+    """
+    diverged_at = runs.loc[runs.diverged].set_index("run").diverged_step
+    at_divergence = steps.step.eq(steps.run.map(diverged_at))
+    marks = steps[at_divergence].dropna(subset=[column])
+    data = _downsample(steps[~at_divergence], column)
     if smooth > 1:
         data = data.assign(**{column: data.groupby("run")[column].transform(
             lambda s: s.rolling(smooth, min_periods=1).mean())})
@@ -100,14 +114,15 @@ def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: s
         part = data[data.task == task]
         sns.lineplot(data=part, x="step", y=column, hue="group", style="group", estimator="median",
                      errorbar=("pi", 100), ax=ax, linewidth=1.4)
-        ends = part.sort_values("step").groupby("run").tail(1).merge(runs[["run", "diverged"]], on="run")
-        ends = ends[ends.diverged]
-        if len(ends):
-            ax.scatter(ends.step, ends[column].clip(upper=part[column].replace(np.inf, np.nan).max()),
-                       marker="x", color="black", s=40, zorder=5, label="diverged")
-            ax.legend()
         if _use_log(part[column]):
-            ax.set_yscale("log")
+            _log_y(ax)
+        top = ax.get_ylim()[1]
+        task_marks = marks[marks.task == task]
+        if len(task_marks):
+            ax.scatter(task_marks.step, task_marks[column].clip(upper=top), marker="x", color="black", s=40,
+                       zorder=5, clip_on=False, label="diverged (off-scale values on the top edge)")
+            ax.set_ylim(top=top)
+            ax.legend()
         ax.set(xlabel="optimizer step", ylabel=ylabel, title=task if len(tasks) > 1 else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -137,7 +152,8 @@ def grad_norm_figure(steps: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Non
         for t in thresholds:
             ax.axhline(t, color="black", ls="--", lw=1, label=f"threshold {t:g}")
         ax.axhline(median, color="gray", ls=":", lw=1, label=f"median, all runs {median:.2g}")
-        ax.set(yscale="log", xlabel="optimizer step", ylabel="pre-clip gradient norm (L2)", title=group)
+        _log_y(ax)
+        ax.set(xlabel="optimizer step", ylabel="pre-clip gradient norm (L2)", title=group)
         ax.legend(fontsize=7, loc="upper right")
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
@@ -147,31 +163,30 @@ def grad_norm_figure(steps: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Non
 
 
 def final_figure(runs: pd.DataFrame, path: Path) -> None:
-    """Final held-out metric of every run (each seed a point); a diverged run is an x, a non-finite one sits on top."""
+    """Final held-out metric of every run, one point per seed; diverged runs are x's on the top edge."""
     groups = list(dict.fromkeys(runs.group))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(groups) + 2), 4.2))
-    finite = runs.final_metric.astype(float)
-    finite = finite[np.isfinite(finite)]
-    top = finite.max() if len(finite) else 1.0
+    values = pd.to_numeric(runs.final_metric, errors="coerce").astype(float)
+    basis = values[~runs.diverged & np.isfinite(values)]
+    basis = basis if len(basis) else values[np.isfinite(values)]
+    low, high = (basis.min(), basis.max()) if len(basis) else (0.0, 1.0)
+    pad = 0.1 * (high - low) or 0.05 * abs(high) or 1.0
+    ax.set_ylim(low - pad, high + pad)
     palette = sns.color_palette("colorblind")
-    rng = np.random.default_rng(0)
-    for i, group in enumerate(groups):
-        part = runs[runs.group == group]
-        for _, run in part.iterrows():
-            value = float(run.final_metric) if run.final_metric is not None else math.nan
-            x = i + rng.uniform(-0.15, 0.15)
-            if math.isfinite(value):
-                ax.scatter(x, value, marker="x" if run.diverged else "o", s=50 if run.diverged else 36,
-                           color=palette[i % 10], edgecolor="black" if not run.diverged else None, zorder=3)
-            else:
-                ax.scatter(x, top, marker="^", s=50, color="black", clip_on=False, zorder=3)
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(runs))
+    for k, (i, run) in enumerate(zip(runs.group.map(groups.index), runs.itertuples())):
+        if run.diverged:
+            ax.scatter(i + jitter[k], high + pad, marker="x", s=50, color="black", clip_on=False, zorder=3)
+        else:
+            ax.scatter(i + jitter[k], values.iloc[k], marker="o", s=36, color=palette[i % 10], edgecolor="black",
+                       zorder=3)
     ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     metric = runs.metric.iloc[0] if runs.metric.nunique() == 1 else "metric"
     better = "higher" if runs.higher_is_better.iloc[0] else "lower"
     ax.set(xlabel="", ylabel=f"final held-out {metric} ({better} is better)")
     handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="finished"),
-               plt.Line2D([], [], ls="", marker="x", color="gray", label="diverged (metric at divergence)"),
-               plt.Line2D([], [], ls="", marker="^", color="black", label="diverged, no finite metric")]
+               plt.Line2D([], [], ls="", marker="x", color="black", label="diverged (on the top edge)")]
     ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -194,12 +209,13 @@ def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list
         Figure("loss.png", f"Training loss per step{f' (running mean over {smooth} steps)' if smooth > 1 else ''}, "
                            f"by group; {band}; "
                            "x: a run diverged there (its line ends)."),
-        Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged."),
+        Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged "
+                              "(its value there is not part of the median)."),
         Figure("grad_norm.png", "Global L2 norm of the raw gradient at every step (log scale), one panel per group, "
                                 "one line per seed; dashed: the clipping threshold; dotted: the median over all runs; "
                                 "dots: steps where clipping fired; x: the last step of a run that diverged."),
-        Figure("final.png", f"Final held-out {metric} of every run ({seeds}), one point per seed; x: the run "
-                            "diverged and the point is its metric at divergence; triangle: no finite metric."),
+        Figure("final.png", f"Final held-out {metric} of every run ({seeds}), one point per seed; x: a run that "
+                            "diverged, drawn on the top edge (its metric at divergence is in the run table)."),
     ]
 
 
@@ -236,15 +252,15 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
         target = part.target.iloc[0]
         rows.append({
             "group": group, "runs": len(part),
-            f"final {part.metric.iloc[0]}": _spread(part.final_metric),
-            f"best {part.metric.iloc[0]}": _spread(part.best_metric),
+            f"final {part.metric.iloc[0]}": _spread(part.final_metric, 4),
+            f"best {part.metric.iloc[0]}": _spread(part.best_metric, 4),
             "diverged (at step)": f"{len(diverged)}/{len(part)}" + (
                 f" ({', '.join(str(int(s)) for s in diverged.diverged_step)})" if len(diverged) else ""),
             f"steps to {part.target_metric.iloc[0]} ≤ {_num(target)}": (
                 f"{_spread(reached)} ({len(reached)}/{len(part)} reached)" if target is not None else "–"),
             "% steps clipped": _spread(100 * part.clipped_fraction, 2),
             "median grad norm": _spread(part.grad_norm_median, 2),
-            "loss spikes": _spread(part.loss_spikes),
+            "loss-spike steps": _spread(part.loss_spikes),
             "wall time (s)": _spread(part.wall_time_s, 2),
         })
     return pd.DataFrame(rows)
@@ -255,12 +271,12 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
         "run": runs.run, "group": runs.group, "seed": runs.seed, "status": [
             f"diverged at {int(s)} ({r})" if d else "ok"
             for d, s, r in zip(runs.diverged, runs.diverged_step, runs.diverged_reason)],
-        "final": runs.final_metric.map(_num), "best (step)": [
-            f"{_num(b)} ({_num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
+        "final": runs.final_metric.map(lambda v: _num(v, 4)), "best (step)": [
+            f"{_num(b, 4)} ({_num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
         "steps to target": runs.steps_to_target.map(_num),
         "% clipped": (100 * runs.clipped_fraction).map(lambda v: _num(v, 2)),
         "grad norm median / max": [f"{_num(a, 2)} / {_num(b, 2)}" for a, b in zip(runs.grad_norm_median, runs.grad_norm_max)],
-        "loss spikes": runs.loss_spikes.map(_num),
+        "loss-spike steps": runs.loss_spikes.map(_num),
         "non-finite steps": runs.nonfinite_steps.map(_num),
         "wall (s)": runs.wall_time_s.map(lambda v: _num(v, 2)),
     })
@@ -294,8 +310,8 @@ def describe(runs: pd.DataFrame) -> list[str]:
         f"target: {first.target_metric} ≤ {_num(first.target)}.",
         "Diverged = non-finite loss, loss above the configured multiple of the first step's loss, or too many "
         "non-finite gradients in a row; a diverged run stops there and is kept as a result.",
-        f"Loss spike = a step whose training loss exceeds the set factor times the minimum of the steps before it "
-        f"in a window (see config.yaml: spike_factor, spike_window).",
+        f"Loss-spike step = a step whose training loss exceeds {first.spike_factor:g} x the minimum of the "
+        f"{first.spike_window} steps before it (config keys spike_factor, spike_window).",
     ]
     if corpus:
         lines.append(f"Corpus: {corpus['source']}; {sum(corpus['chars'].values())} characters; sha256 "

@@ -67,12 +67,29 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
     torch.manual_seed(cfg.seed)
     task = build_task(cfg.task, device)
     model = build_model(cfg.model, task).to(device)
+    logger = RunLogger(cfg.logger, str(job_dir), group=group, name=name, config=resolved)
+    summary: dict = {}
+    try:
+        rows, evals, divergence, nonfinite_steps = train_loop(cfg, task, model, logger, desc=name)
+        metrics = pd.DataFrame(rows)
+        metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
+        write_atomic(job_dir / "metrics.csv", metrics.to_csv(index=False))
+        summary = summarize(cfg, task, metrics, evals, *divergence, nonfinite_steps)
+        summary.update(group=group, name=name, overrides=list(overrides), device=str(device),
+                       threads=torch.get_num_threads(), versions=versions(), data=task.info,
+                       wall_time_s=time.perf_counter() - started)
+        write_json(job_dir / "summary.json", summary)
+    finally:
+        logger.finish(summary)  # always: W&B would otherwise carry this run into the next job of the process
+    return summary
+
+
+def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
+    """The optimisation itself: returns the per-step rows, the evaluations, (diverged step, reason), skipped steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optim, params)
     batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
     method, threshold = cfg.clip.method.value, cfg.clip.threshold
-    logger = RunLogger(cfg.logger, str(job_dir), group=group, name=name, config=resolved)
-
     rows: list[dict] = []
     evals: list[tuple[int, dict]] = []
 
@@ -83,14 +100,13 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
         evals.append((step, scores))
         return {f"val_{k}": v for k, v in scores.items()}
 
-    first_row = {"step": 0, **evaluate(0)}
-    rows.append(first_row)
-    logger.log(first_row, step=0)
+    rows.append({"step": 0, **evaluate(0)})
+    logger.log(rows[0], step=0)
     initial_loss = None
     nonfinite_in_row = nonfinite_steps = 0
     diverged_step, diverged_reason = None, None
     quiet = bool(os.environ.get("CI")) or None  # None: tqdm shows a bar only on a terminal
-    bar = tqdm(range(1, cfg.steps + 1), desc=name or "run", disable=quiet, mininterval=0.5, leave=False)
+    bar = tqdm(range(1, cfg.steps + 1), desc=desc or "run", disable=quiet, mininterval=0.5, leave=False)
     for step in bar:
         t0 = time.perf_counter()
         x, y = task.batch(batches)
@@ -120,7 +136,7 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
                        step_time_ms=1000 * (time.perf_counter() - t0))
             if nonfinite_in_row >= cfg.max_nonfinite:
                 diverged_step, diverged_reason = step, f"{nonfinite_in_row} non-finite gradients in a row"
-        if diverged_step is None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if diverged_step is not None or step % cfg.eval_every == 0 or step == cfg.steps:
             row.update(evaluate(step))
         rows.append(row)
         logger.log(row, step=step)
@@ -129,19 +145,7 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
         if diverged_step is not None:
             break
     bar.close()
-    if diverged_step is not None:
-        rows[-1].update(evaluate(diverged_step))
-
-    metrics = pd.DataFrame(rows)
-    metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
-    write_atomic(job_dir / "metrics.csv", metrics.to_csv(index=False))
-    summary = summarize(cfg, task, metrics, evals, diverged_step, diverged_reason, nonfinite_steps)
-    summary.update(group=group, name=name, overrides=list(overrides), device=str(device),
-                   threads=torch.get_num_threads(), versions=versions(), data=task.info,
-                   wall_time_s=time.perf_counter() - started)
-    write_json(job_dir / "summary.json", summary)
-    logger.finish(summary)
-    return summary
+    return rows, evals, (diverged_step, diverged_reason), nonfinite_steps
 
 
 def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_reason, nonfinite_steps) -> dict:
@@ -166,6 +170,7 @@ def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_r
         "clipped_fraction": float(applied.clipped.mean()) if len(applied) else 0.0,
         "nonfinite_steps": nonfinite_steps,
         "loss_spikes": count_spikes(steps.loss, cfg.spike_factor, cfg.spike_window),
+        "spike_factor": cfg.spike_factor, "spike_window": cfg.spike_window,
         "initial_loss": float(steps.loss.iloc[0]) if len(steps) else None,
         "grad_norm_median": float(applied.grad_norm.median()) if len(applied) else None,
         "grad_norm_max": float(applied.grad_norm.max()) if len(applied) else None,
