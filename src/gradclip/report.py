@@ -252,7 +252,7 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
         target = part.target.iloc[0]
         rows.append({
             "group": group, "runs": len(part),
-            f"final {part.metric.iloc[0]}": _spread(part.final_metric, 4),
+            f"final {part.metric.iloc[0]} (runs that finished)": _spread(part.final_metric[~part.diverged], 4),
             f"best {part.metric.iloc[0]}": _spread(part.best_metric, 4),
             "diverged (at step)": f"{len(diverged)}/{len(part)}" + (
                 f" ({', '.join(str(int(s)) for s in diverged.diverged_step)})" if len(diverged) else ""),
