@@ -52,7 +52,8 @@ def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _natural_key(path: Path):
-    return [int(part) if part.isdigit() else part for part in path.parts]
+    """Job folders in numeric order (2 before 10); names sort after numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def group_labels(overrides: list[list[str]]) -> list[str]:
@@ -258,7 +259,7 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
                 f" ({', '.join(str(int(s)) for s in diverged.diverged_step)})" if len(diverged) else ""),
             f"steps to {part.target_metric.iloc[0]} ≤ {_num(target)}": (
                 f"{_spread(reached)} ({len(reached)}/{len(part)} reached)" if target is not None else "–"),
-            "% steps clipped": _spread(100 * part.clipped_fraction, 2),
+            "% steps clipped": _spread(100 * part.clipped_fraction, 3),
             "median grad norm": _spread(part.grad_norm_median, 2),
             "loss-spike steps": _spread(part.loss_spikes),
             "wall time (s)": _spread(part.wall_time_s, 2),
@@ -274,7 +275,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
         "final": runs.final_metric.map(lambda v: _num(v, 4)), "best (step)": [
             f"{_num(b, 4)} ({_num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
         "steps to target": runs.steps_to_target.map(_num),
-        "% clipped": (100 * runs.clipped_fraction).map(lambda v: _num(v, 2)),
+        "% clipped": (100 * runs.clipped_fraction).map(lambda v: _num(v, 3)),
         "grad norm median / max": [f"{_num(a, 2)} / {_num(b, 2)}" for a, b in zip(runs.grad_norm_median, runs.grad_norm_max)],
         "loss-spike steps": runs.loss_spikes.map(_num),
         "non-finite steps": runs.nonfinite_steps.map(_num),
