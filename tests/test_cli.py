@@ -12,7 +12,8 @@ from gradclip.report import build_report, main as report_main
 from conftest import run_cli
 
 BAD = [  # (overrides, text the one-line message must contain)
-    (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: none, norm, norm1, per_tensor, value"),
+    (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: agc, autoclip, none, norm, norm1, per_tensor, random, "
+                     "value, zclip"),
     (["optim=nope"], "optim=nope: no such option"),
     (["clip=norm", "clip.threshold=0"], "clip.threshold=0.0: clip=norm needs a threshold > 0"),
     (["clip=norm1", "clip.threshold=-1"], "clip.threshold=-1.0"),

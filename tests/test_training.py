@@ -51,17 +51,17 @@ def test_divergence_is_a_result_not_an_exception(make_cfg, tmp_path):
 
 def test_nonfinite_gradients_are_skipped_then_diverge(make_cfg, tmp_path, monkeypatch):
     """Gradients poisoned with inf at steps 5, 6 (skipped, counted), then from step 10 on (diverged after 3)."""
-    real, calls = training.clip_gradients, {"n": 0}
-    snapshots = {}
+    calls, snapshots = {"n": 0}, {}
 
-    def poisoned(params, method, threshold):
-        calls["n"] += 1
-        if calls["n"] in (5, 6) or calls["n"] >= 10:
-            params[0].grad[0] = math.inf
-        snapshots[calls["n"]] = [p.detach().clone() for p in params]
-        return real(params, method, threshold)
+    class Poisoned(training.Clipper):
+        def __call__(self, params, measure=False):
+            calls["n"] += 1
+            if calls["n"] in (5, 6) or calls["n"] >= 10:
+                params[0].grad[0] = math.inf
+            snapshots[calls["n"]] = [p.detach().clone() for p in params]
+            return super().__call__(params, measure)
 
-    monkeypatch.setattr(training, "clip_gradients", poisoned)
+    monkeypatch.setattr(training, "Clipper", Poisoned)
     summary = run(make_cfg, tmp_path, *FAST, "max_nonfinite=3", "clip=norm1")
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index("step")
     assert metrics.loc[[5, 6], "skipped"].tolist() == [1, 1] and metrics.loc[7, "skipped"] == 0

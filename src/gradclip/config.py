@@ -50,6 +50,10 @@ class ClipMethod(Enum):
     norm = "norm"  # one global L2 norm over all parameters (PyTorch, Caffe, Pascanu's Algorithm 1)
     value = "value"  # element-wise (Mikolov)
     per_tensor = "per_tensor"  # each tensor's own L2 norm (Keras clipnorm, TF clip_by_norm)
+    random = "random"  # Goodfellow et al.: above the threshold, a random direction of norm threshold
+    autoclip = "autoclip"  # Seetharaman et al.: the threshold is a percentile of the norms seen so far
+    agc = "agc"  # Brock et al.: unit-wise, gradient norm relative to weight norm
+    zclip = "zclip"  # z-score of the norm against its EMA mean / variance
 
 
 class LoggerMode(Enum):
@@ -102,6 +106,17 @@ class RegressionTask:
     target: Optional[float] = 20.0  # held-out MSE (targets are unscaled, std ~ 100)
 
 
+@dataclass
+class CliffTask:
+    """Pascanu et al.'s one-unit RNN (Eq. 8): no data, the loss is a function of (w, b) alone."""
+
+    name: str = "cliff"
+    length: int = 50  # unrolled steps
+    x0: float = 0.5
+    goal: float = 0.7  # E = (sigmoid(x_length) - goal)^2
+    target: Optional[float] = 1e-4  # E at or below this counts as reached
+
+
 # ---- models ----
 @dataclass
 class RecurrentModel:
@@ -121,18 +136,32 @@ class MLPModel:
     init_gain: float = 1.0  # Xavier-normal gain; a deep tanh net with gain > 1 explodes
 
 
+@dataclass
+class CliffModel:
+    name: str = "cliff"
+    w0: float = 5.0  # starting point of the two parameters
+    b0: float = -2.3
+
+
 # ---- clipping, optimisers, logger ----
 @dataclass
 class ClipConfig:
     name: str = "none"
     method: ClipMethod = ClipMethod.none
-    threshold: Optional[float] = None
+    threshold: Optional[float] = None  # norm / value / per_tensor / random; inf = never clip
+    percentile: float = 10.0  # autoclip: clip at this percentile of all norms so far
+    clip_factor: float = 0.01  # agc: lambda, the largest allowed ||G_i|| / max(||W_i||, eps)
+    agc_eps: float = 1e-3  # agc: floor of the unit's weight norm
+    alpha: float = 0.97  # zclip: EMA factor of the norm's mean and variance
+    z_thresh: float = 2.5  # zclip: clip to mean + z_thresh * std when the norm's z-score exceeds it
+    warmup: int = 25  # autoclip / zclip: steps that only collect norms before clipping starts
 
 
 @dataclass
 class SGDConfig:
     name: str = "sgd"
     lr: float = 1.0
+    lr_scale: float = 1.0  # the lr used is lr x lr_scale (lets one sweep scale the lrs of different setups)
     momentum: float = 0.0
     weight_decay: float = 0.0
 
@@ -141,6 +170,7 @@ class SGDConfig:
 class AdamConfig:
     name: str = "adam"
     lr: float = 1e-3
+    lr_scale: float = 1.0
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -171,6 +201,9 @@ class Config:
     max_nonfinite: int = 5  # this many non-finite gradients in a row = diverged
     spike_factor: float = 1.5  # a step whose loss exceeds this multiple of the last `spike_window` steps' minimum
     spike_window: int = 50
+    diag_every: int = 1  # update norm and cosine(applied, raw gradient) every this many steps
+    smoothness_every: int = 0  # Zhang et al.'s local smoothness estimate every this many steps; 0 = off
+    setup_name: str = "custom"  # a label the conf/setup/ bundles set; copied into summary.json
 
 
 SCHEMAS = {
@@ -179,6 +212,8 @@ SCHEMAS = {
     "schema_task_synthetic": SyntheticTask,
     "schema_task_digits": DigitsTask,
     "schema_task_regression": RegressionTask,
+    "schema_task_cliff": CliffTask,
+    "schema_model_cliff": CliffModel,
     "schema_model_recurrent": RecurrentModel,
     "schema_model_mlp": MLPModel,
     "schema_clip": ClipConfig,
@@ -195,8 +230,8 @@ def register_schemas() -> None:
         store.store(name=name, node=node)
 
 
-SEQUENCE_TASKS = {"charlm", "adding", "temporal_order"}
-VECTOR_TASKS = {"digits", "regression"}
+THRESHOLD_METHODS = {ClipMethod.norm, ClipMethod.value, ClipMethod.per_tensor, ClipMethod.random}
+TASK_KINDS = {"sequence": {"charlm", "adding", "temporal_order"}, "vector": {"digits", "regression"}, "cliff": {"cliff"}}
 
 
 def _positive(x) -> bool:
@@ -213,6 +248,15 @@ RANGE_CHECKS = {
     "spike_factor": (lambda v: v > 1, "a number > 1"),
     "spike_window": (lambda v: v >= 1, "an integer >= 1"),
     "optim.lr": (_positive, "a number > 0"),
+    "optim.lr_scale": (_positive, "a number > 0"),
+    "diag_every": (lambda v: v >= 1, "an integer >= 1"),
+    "smoothness_every": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    "clip.percentile": (lambda v: 0 < v <= 100, "a number in (0, 100]"),
+    "clip.clip_factor": (_positive, "a number > 0"),
+    "clip.agc_eps": (_positive, "a number > 0"),
+    "clip.alpha": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "clip.z_thresh": (_positive, "a number > 0"),
+    "clip.warmup": (lambda v: v >= 1, "an integer >= 1"),
     "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "optim.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
@@ -227,6 +271,7 @@ RANGE_CHECKS = {
     "task.samples": (lambda v: v >= 10, "an integer >= 10"),
     "task.features": (lambda v: v >= 1, "an integer >= 1"),
     "task.noise": (lambda v: v >= 0, "a number >= 0"),
+    "task.length": (lambda v: v >= 1, "an integer >= 1"),
     "model.embedding": (lambda v: v >= 1, "an integer >= 1"),
     "model.hidden": (lambda v: v >= 1, "an integer >= 1"),
     "model.layers": (lambda v: v >= 1, "an integer >= 1"),
@@ -244,14 +289,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value}: must be {allowed}")
 
     clip = cfg.clip
-    if clip.method != ClipMethod.none and not _positive(clip.threshold):
-        raise ConfigError(f"clip.threshold={clip.threshold}: clip={clip.name} needs a threshold > 0")
+    threshold = clip.threshold
+    if clip.method in THRESHOLD_METHODS and not (threshold is not None and threshold > 0):
+        raise ConfigError(f"clip.threshold={threshold}: clip={clip.name} needs a threshold > 0 (inf = never clip)")
 
     task, model = cfg.task.name, cfg.model.name
-    if model == "mlp" and task not in VECTOR_TASKS:
-        raise ConfigError(f"model=mlp: needs a vector task, one of {sorted(VECTOR_TASKS)} (got task={task})")
-    if model != "mlp" and task not in SEQUENCE_TASKS:
-        raise ConfigError(f"model={model}: needs a sequence task, one of {sorted(SEQUENCE_TASKS)} (got task={task})")
+    kind = {"cliff": "cliff", "mlp": "vector"}.get(model, "sequence")
+    if task not in TASK_KINDS[kind]:
+        raise ConfigError(f"model={model}: needs a {kind} task, one of {sorted(TASK_KINDS[kind])} (got task={task})")
 
     data_dir = OmegaConf.select(cfg, "task.data_dir", default=None)
     if data_dir is not None:

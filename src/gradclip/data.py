@@ -232,7 +232,30 @@ class Tabular:
         return {"loss": loss, "accuracy": accuracy, "error_rate": 1 - accuracy}
 
 
-TASKS = {"charlm": CharLM, "adding": Adding, "temporal_order": TemporalOrder, "digits": Tabular, "regression": Tabular}
+class Cliff:
+    """Pascanu et al.'s cliff (Eq. 8): no data; the loss E = (sigmoid(x_T) - goal)^2 depends on (w, b) alone."""
+
+    readout = vocab_size = input_dim = output_dim = None
+    metric = target_metric = "error"
+
+    def __init__(self, cfg, device):
+        self.cfg = cfg
+        self.info = {"model": "Pascanu et al. 2013, Eq. 8", "length": cfg.length, "x0": cfg.x0, "goal": cfg.goal}
+
+    def batch(self, gen):
+        return None, None  # full-batch: the same loss every step
+
+    def loss(self, out, y):
+        return (torch.sigmoid(out) - self.cfg.goal) ** 2
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        error = float(self.loss(model(), None))
+        return {"loss": error, "error": error}
+
+
+TASKS = {"charlm": CharLM, "adding": Adding, "temporal_order": TemporalOrder, "digits": Tabular, "regression": Tabular,
+         "cliff": Cliff}
 
 
 def build_task(cfg, device):

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.utils import get_total_norm
 from tqdm import tqdm
 
-from gradclip.clipping import clip_gradients
+from gradclip.clipping import Clipper
 from gradclip.data import build_task
 from gradclip.files import write_atomic, write_json
 from gradclip.logger import RunLogger
@@ -26,7 +26,7 @@ from gradclip.models import build_model
 
 HIGHER_IS_BETTER = {"accuracy"}
 STEP_COLUMNS = ["step", "loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "skipped",
-                "update_norm", "lr", "step_time_ms"]
+                "update_norm", "cosine", "smoothness", "lr", "step_time_ms"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,10 +36,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    lr = cfg.lr * cfg.lr_scale
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def versions() -> dict[str, str]:
@@ -84,12 +84,36 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
     return summary
 
 
+def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
+    """Zhang et al.'s estimate ||g(mid) - g(prev)|| / ||mid - prev||, mid halfway along the step, on the step's batch.
+
+    ``before`` are the parameters before the step, ``raw_grads`` the unclipped gradients there; the parameters are
+    put back as they were after the step.
+    """
+    after = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, b, a in zip(params, before, after):
+            p.copy_((a + b) / 2)
+    model.zero_grad(set_to_none=True)
+    task.loss(model(x), y).backward()
+    change = float(get_total_norm([p.grad - g for p, g in zip(params, raw_grads)]))
+    distance = float(get_total_norm([(a - b) / 2 for a, b in zip(after, before)]))
+    with torch.no_grad():
+        for p, a in zip(params, after):
+            p.copy_(a)
+    model.zero_grad(set_to_none=True)
+    return change / distance if distance > 0 else math.nan
+
+
 def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
     """The optimisation itself: returns the per-step rows, the evaluations, (diverged step, reason), skipped steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optim, params)
     batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
-    method, threshold = cfg.clip.method.value, cfg.clip.threshold
+    output_layer = getattr(model, "output_layer", None)
+    never_clipped = {id(p) for p in output_layer.parameters()} if output_layer is not None else set()
+    clipper = Clipper(cfg.clip, seed=cfg.seed, exclude=never_clipped)
+    trace = getattr(model, "trace", None)
     rows: list[dict] = []
     evals: list[tuple[int, dict]] = []
 
@@ -121,19 +145,29 @@ def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
         else:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats = clip_gradients(params, method, threshold)
+            smooth = cfg.smoothness_every > 0 and step % cfg.smoothness_every == 0
+            diagnose = smooth or step % cfg.diag_every == 0
+            raw_grads = [p.grad.detach().clone() for p in params] if smooth else None
+            stats = clipper(params, measure=diagnose)
             skipped = not math.isfinite(stats.pre_norm)
+            update_norm = smoothness = math.nan
             if skipped:  # never apply a non-finite gradient; too many in a row = diverged
                 nonfinite_in_row, nonfinite_steps = nonfinite_in_row + 1, nonfinite_steps + 1
                 update_norm = 0.0
             else:
                 nonfinite_in_row = 0
-                before = [p.detach().clone() for p in params]
+                before = [p.detach().clone() for p in params] if diagnose else None
                 optimizer.step()
-                update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
+                if diagnose:
+                    update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
+            step_ms = 1000 * (time.perf_counter() - t0)  # the smoothness probe below is not part of a step's time
+            if smooth and not skipped:
+                smoothness = local_smoothness(model, task, x, y, params, before, raw_grads)
             row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
-                       clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm,
-                       step_time_ms=1000 * (time.perf_counter() - t0))
+                       clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
+                       smoothness=smoothness, step_time_ms=step_ms)
+            if trace is not None:
+                row.update(trace())
             if nonfinite_in_row >= cfg.max_nonfinite:
                 diverged_step, diverged_reason = step, f"{nonfinite_in_row} non-finite gradients in a row"
         if diverged_step is not None or step % cfg.eval_every == 0 or step == cfg.steps:
@@ -158,8 +192,10 @@ def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_r
     reached = [s for s, e in evals if cfg.task.target is not None and e[task.target_metric] <= cfg.task.target]
     final = evals[-1][1]
     return {
-        "task": cfg.task.name, "model": cfg.model.name, "clip": cfg.clip.name, "clip_method": cfg.clip.method.value,
-        "clip_threshold": cfg.clip.threshold, "optim": cfg.optim.name, "lr": cfg.optim.lr, "seed": cfg.seed,
+        "setup_name": cfg.setup_name, "task": cfg.task.name, "model": cfg.model.name, "clip": cfg.clip.name,
+        "clip_method": cfg.clip.method.value, "clip_threshold": cfg.clip.threshold,
+        "clip_params": OmegaConf.to_container(cfg.clip, enum_to_str=True), "optim": cfg.optim.name,
+        "lr": cfg.optim.lr * cfg.optim.lr_scale, "lr_scale": cfg.optim.lr_scale, "seed": cfg.seed,
         "steps": cfg.steps, "steps_run": int(steps.step.max()) if len(steps) else 0,
         "status": "diverged" if diverged_step is not None else "ok",
         "diverged": diverged_step is not None, "diverged_step": diverged_step, "diverged_reason": diverged_reason,
@@ -175,4 +211,6 @@ def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_r
         "grad_norm_median": float(applied.grad_norm.median()) if len(applied) else None,
         "grad_norm_max": float(applied.grad_norm.max()) if len(applied) else None,
         "step_time_ms_median": float(applied.step_time_ms.median()) if len(applied) else None,
+        "cosine_median": float(applied.cosine.median()) if applied.cosine.notna().any() else None,
+        "final_train_loss": float(steps.loss.tail(max(1, len(steps) // 10)).mean()) if len(steps) else None,
     }
