@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate clean
+.PHONY: setup run test test-slow report calibrate reproduce figures clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ test-slow: $(STAMP)
 # Rebuild a sweep's report from its files: make report SWEEP=multirun/<date>/<time>
 report: $(STAMP)
 	$(PY) -m gradclip.report $(SWEEP)
+
+# Every claim experiment: sweeps, tables (results/<name>/*.csv), figures, results/REPORT.md and report.html.
+reproduce: $(STAMP)
+	$(PY) experiments/reproduce.py
+
+# Figures and report again from the stored tables, without training.
+figures: $(STAMP)
+	$(PY) experiments/reproduce.py --figures
 
 # The default job's calibration (README), regenerated into results/calibration: built beside it, swapped in when done.
 calibrate: $(STAMP)

@@ -40,10 +40,12 @@ class SuiteCallback(Callback):
             exit_on_config_error(exc)
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        self._report(Path(config.hydra.runtime.output_dir))
+        if config.report:
+            self._report(Path(config.hydra.runtime.output_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._report(Path(config.hydra.sweep.dir))
+        if config.report:
+            self._report(Path(config.hydra.sweep.dir))
 
     @staticmethod
     def _report(folder: Path) -> None:

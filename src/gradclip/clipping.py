@@ -15,6 +15,7 @@ import torch
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 EPS = 1e-6  # the same epsilon clip_grad_norm_ adds to the norm before dividing
+GLOBAL_SCALING = {"none", "norm", "autoclip", "zclip"}  # methods that multiply every gradient by one factor
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Clipper:
     def __call__(self, parameters, measure: bool = False) -> ClipStats:
         """Clip in place; with ``measure``, also the cosine between the applied and the raw gradient."""
         params = [p for p in parameters if p.grad is not None]
-        exact = self.method in ("none", "norm")  # scaling by a positive number keeps the direction: cosine 1
+        exact = self.method in GLOBAL_SCALING  # scaling by a positive number keeps the direction: cosine 1
         raw = [p.grad.detach().clone() for p in params] if measure and not exact else None
         stats = self._clip(params)
         if not measure or not math.isfinite(stats.pre_norm):

@@ -204,6 +204,7 @@ class Config:
     diag_every: int = 1  # update norm and cosine(applied, raw gradient) every this many steps
     smoothness_every: int = 0  # Zhang et al.'s local smoothness estimate every this many steps; 0 = off
     setup_name: str = "custom"  # a label the conf/setup/ bundles set; copied into summary.json
+    report: bool = True  # build the sweep's report when its runs are done
 
 
 SCHEMAS = {

@@ -284,13 +284,13 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- rendering
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     cells = [[str(c).replace("|", "\\|") for c in row] for row in [frame.columns, *frame.astype(str).values]]
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
 
 
-def _html_table(frame: pd.DataFrame) -> str:
+def html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
                    for row in frame.astype(str).values)
@@ -335,22 +335,22 @@ def build_report(folder: str | Path) -> Path:
     cell = "Cells: median [min, max] over seeds."
 
     md = [f"# {title}", "", *[f"- {line}" for line in intro], "", "## Summary by group", "", cell, "",
-          _markdown_table(groups), "", "## Figures", ""]
+          markdown_table(groups), "", "## Figures", ""]
     for fig in figures:
         md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
-    md += ["## Every run", "", _markdown_table(per_run), ""]
+    md += ["## Every run", "", markdown_table(per_run), ""]
     write_atomic(out / "report.md", "\n".join(md))
 
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
              "th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}")
     body = [f"<h1>{html.escape(title)}</h1>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>",
-            "<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", _html_table(groups), "<h2>Figures</h2>"]
+            "<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", html_table(groups), "<h2>Figures</h2>"]
     for fig in figures:
         encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")
         body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
                     f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
-    body += ["<h2>Every run</h2>", _html_table(per_run)]
+    body += ["<h2>Every run</h2>", html_table(per_run)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     write_atomic(out / "report.html", page)

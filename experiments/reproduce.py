@@ -1,0 +1,184 @@
+"""Reproduce every claim experiment and write results/: REPORT.md, report.html, figures/ and one CSV folder each.
+
+    python experiments/reproduce.py                  # every experiment: its sweep, tables, figures, then the report
+    python experiments/reproduce.py cliff threshold  # only these sweeps; the others' stored tables are reused
+    python experiments/reproduce.py --figures        # no training: figures and report from results/<name>/*.csv
+
+Raw runs land in results/runs/<name>/<date_time>/ (not committed); the committed reference is the small tables
+(results/<name>/*.csv), the figures and the report, all rebuilt from those tables alone by --figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python experiments/reproduce.py` imports its sibling modules as experiments.*
+
+from experiments.common import Verdict  # noqa: E402
+from gradclip.files import write_atomic, write_json  # noqa: E402
+from gradclip.report import html_table, load_runs, markdown_table  # noqa: E402
+
+EXPERIMENTS = ["cliff", "exploding", "small_lr_vs_clip", "robustness", "threshold", "direction", "every_network",
+               "smoothness", "adaptive"]
+CLAIMS = {
+    "C1": "Strongly non-linear objectives (RNNs, deep nets) have cliffs: products of many large weights give huge "
+          "gradients.",
+    "C2": "One step at a cliff throws the parameters far and can undo much of the progress made.",
+    "C3": "A very small learning rate avoids the cliffs but trains slowly and can get stuck.",
+    "C4": "Norm clipping rescales the gradient when its norm exceeds a threshold: direction kept, step limited.",
+    "C5": "Clipping makes training faster and more predictable, with less hyper-parameter trial and error.",
+    "C6": "The usual max norm is 1.",
+    "C7": "Caffe clips the global L2 norm over all parameters; implement it otherwise and use it on every network.",
+    "B1": "(Zhang et al. 2020) Local smoothness grows with the gradient norm, which is why clipping helps.",
+    "B2": "(beyond the post) Adaptive clipping (AutoClip, AGC, ZClip) matches the best fixed threshold untuned.",
+}
+COMBINE_RULE = ("A claim tested by several experiments gets one row: their measurements side by side, and the "
+                "verdict they agree on; when they disagree, 'partly' (an experiment that could not test it does "
+                "not count).")
+RESULTS = ROOT / "results"
+
+
+def run_sweep(name: str, jobs: int) -> tuple[Path, float]:
+    """`python run.py -m +experiment=<name>` with the joblib launcher (one torch thread per worker)."""
+    folder = RESULTS / "runs" / name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    command = [sys.executable, str(ROOT / "run.py"), "-m", f"+experiment={name}", "logger=none", "threads=1",
+               "report=false", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    return folder, time.perf_counter() - started
+
+
+def store_tables(name: str, module, folder: Path, seconds: float) -> None:
+    """The experiment's tables from its job files, as CSV under results/<name>/ (written atomically)."""
+    runs, steps = load_runs(folder)
+    out = RESULTS / name
+    for old in out.glob("*.csv"):
+        old.unlink()
+    for table, frame in module.tables(runs, steps).items():
+        write_atomic(out / f"{table}.csv", frame.to_csv(index=False))
+    write_json(out / "meta.json", {"runs": len(runs), "sweep_seconds": round(seconds, 1),
+                                   "diverged_runs": int(runs.diverged.sum()), "finished": time.strftime("%Y-%m-%d %H:%M")})
+
+
+def load_tables(name: str) -> dict[str, pd.DataFrame]:
+    return {path.stem: pd.read_csv(path) for path in sorted((RESULTS / name).glob("*.csv"))}
+
+
+def combine(rows: list[tuple[str, Verdict]]) -> dict:
+    """One claims-table row from the verdicts of every experiment that tested the claim (COMBINE_RULE)."""
+    tested = [(name, v) for name, v in rows if v.verdict != "not tested"] or rows
+    verdicts = {v.verdict for _, v in tested}
+    verdict = verdicts.pop() if len(verdicts) == 1 else "partly"
+    return {
+        "measured": " / ".join(f"[{name}] {v.measured}" for name, v in rows),
+        "numbers": " / ".join(f"[{name}] {v.numbers}" for name, v in rows),
+        "anchor": " / ".join(dict.fromkeys(v.anchor for _, v in rows if v.anchor and v.anchor != "–")) or "–",
+        "verdict": verdict,
+    }
+
+
+def claims_table(found: dict[str, list[tuple[str, Verdict]]]) -> pd.DataFrame:
+    rows = []
+    for claim, statement in CLAIMS.items():
+        if claim in found:
+            rows.append({"claim": claim, "statement": statement, **combine(found[claim])})
+        else:
+            rows.append({"claim": claim, "statement": statement, "measured": "–", "numbers": "–", "anchor": "–",
+                         "verdict": "not tested"})
+    return pd.DataFrame(rows)
+
+
+def build_report(names: list[str]) -> Path:
+    """results/REPORT.md and report.html from the stored tables of every experiment (no training)."""
+    figures_dir = RESULTS / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, list[tuple[str, Verdict]]] = defaultdict(list)
+    sections = []
+    for name in names:
+        module = importlib.import_module(f"experiments.{name}")
+        tables = load_tables(name)
+        meta_path = RESULTS / name / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        verdicts = module.verdicts(tables) if tables else [
+            Verdict(c, CLAIMS.get(c, c), "no stored results (run make reproduce)", "–", "–", "not tested")
+            for c in module.CLAIMS]
+        for v in verdicts:
+            found[v.claim].append((name, v))
+        figures = module.figures(tables, figures_dir) if tables else []
+        sections.append((name, module, meta, figures))
+    claims = claims_table(found)
+
+    md = ["# gradclip: what gradient clipping does — reference results", "",
+          "Generated by `make reproduce` (figures and this report: `make figures`, from the CSV tables in "
+          "`results/<experiment>/`). Every number below comes from those tables; every rule was written in its "
+          "experiment module before the runs.", "", "## Claims", "", markdown_table(claims), "",
+          "### Verdict rules (fixed before the runs)", "", f"- How rows combine: {COMBINE_RULE}"]
+    md += [f"- `{name}`: {' '.join(module.RULE.split())}" for name, module, _, _ in sections]
+    md += ["", "## Experiments", ""]
+    for name, module, meta, figures in sections:
+        timing = (f"{meta['runs']} runs ({meta['diverged_runs']} diverged), sweep {meta['sweep_seconds'] / 60:.1f} "
+                  f"min on 2 cores, {meta['finished']}" if meta else "not run yet")
+        md += [f"### {module.TITLE}", "", f"`python run.py -m +experiment={name}` — claims "
+               f"{', '.join(module.CLAIMS)}; {timing}; tables: `results/{name}/`.", ""]
+        for fig in figures:
+            md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
+    write_atomic(RESULTS / "REPORT.md", "\n".join(md))
+
+    body = [f"<h1>gradclip: what gradient clipping does — reference results</h1>",
+            "<h2>Claims</h2>", html_table(claims), "<h3>Verdict rules (fixed before the runs)</h3><ul>",
+            f"<li>How rows combine: {html.escape(COMBINE_RULE)}</li>"]
+    body += [f"<li><code>{name}</code>: {html.escape(' '.join(module.RULE.split()))}</li>"
+             for name, module, _, _ in sections]
+    body.append("</ul><h2>Experiments</h2>")
+    for name, module, meta, figures in sections:
+        body.append(f"<h3>{html.escape(module.TITLE)}</h3><p><code>python run.py -m +experiment={name}</code></p>")
+        for fig in figures:
+            encoded = base64.b64encode((figures_dir / fig.name).read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
+                        f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;vertical-align:top}th{background:#eee}"
+             "img{max-width:100%}figcaption{font-size:13px;color:#444}")
+    write_atomic(RESULTS / "report.html", '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                 f"<title>gradclip reference results</title><style>{style}</style></head><body>\n"
+                 + "\n".join(body) + "\n</body></html>\n")
+    return RESULTS / "REPORT.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"experiments to run (default: all of {', '.join(EXPERIMENTS)})")
+    parser.add_argument("--figures", action="store_true", help="no training: rebuild figures and report from CSVs")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (default 2)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    started = time.perf_counter()
+    if not args.figures:
+        names = args.names or EXPERIMENTS
+        for i, name in enumerate(names, 1):
+            print(f"[{i}/{len(names)}] {name}: running its sweep", flush=True)
+            folder, seconds = run_sweep(name, args.jobs)
+            store_tables(name, importlib.import_module(f"experiments.{name}"), folder, seconds)
+            print(f"[{i}/{len(names)}] {name}: done in {seconds / 60:.1f} min", flush=True)
+    path = build_report(EXPERIMENTS)
+    print(f"report: {path}\ntotal: {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

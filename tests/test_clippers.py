@@ -1,0 +1,123 @@
+"""The stateful clippers (random direction, AutoClip, AGC, ZClip), the cosine diagnostic and the smoothness probe."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gradclip.clipping import Clipper
+from gradclip.config import ClipConfig, ClipMethod
+from gradclip.models import CliffRNN
+from gradclip.training import local_smoothness
+
+
+def clip_cfg(method, **kw):
+    return OmegaConf.structured(ClipConfig(name=method, method=ClipMethod(method), **kw))
+
+
+def params_with(*grads, weights=None):
+    params = [torch.nn.Parameter(torch.ones_like(g) if weights is None else w.clone())
+              for g, w in zip(grads, weights or [None] * len(grads))]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    return params
+
+
+def flat(params):
+    return torch.cat([p.grad.flatten() for p in params])
+
+
+def test_random_keeps_the_norm_limit_but_not_the_direction():
+    raw = [torch.full((50,), 1.0)]
+    params = params_with(*raw)
+    stats = Clipper(clip_cfg("random", threshold=0.5), seed=0)(params, measure=True)
+    assert stats.fired and float(flat(params).norm()) == pytest.approx(0.5, rel=1e-6)
+    assert abs(stats.cosine) < 0.5  # a random direction in 50 dimensions is nearly orthogonal
+    small = params_with(torch.full((50,), 0.01))
+    assert not Clipper(clip_cfg("random", threshold=0.5))(small).fired
+
+
+def test_random_direction_is_seeded():
+    a, b = params_with(torch.ones(10)), params_with(torch.ones(10))
+    Clipper(clip_cfg("random", threshold=0.1), seed=3)(a)
+    Clipper(clip_cfg("random", threshold=0.1), seed=3)(b)
+    assert torch.equal(flat(a), flat(b))
+
+
+def test_autoclip_clips_at_the_percentile_of_the_history():
+    clipper = Clipper(clip_cfg("autoclip", percentile=50.0, warmup=1))
+    for norm in [1.0, 2.0, 3.0, 4.0]:
+        clipper(params_with(torch.tensor([norm])))
+    params = params_with(torch.tensor([10.0]))
+    stats = clipper(params, measure=True)
+    expected = np.percentile([1, 2, 3, 4, 10], 50)  # the current norm is part of the history
+    assert stats.fired and float(flat(params).norm()) == pytest.approx(expected, rel=1e-5)
+    assert stats.cosine == 1.0
+
+
+def test_agc_is_unitwise_relative_to_the_weights_and_skips_excluded():
+    weight = torch.tensor([[1.0, 0.0], [0.0, 10.0]])  # unit norms 1 and 10
+    grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # unit gradient norms 1 and 1
+    params = params_with(grad, weights=[weight])
+    head = params_with(torch.full((3,), 100.0))
+    stats = Clipper(clip_cfg("agc", clip_factor=0.5), exclude={id(head[0])})(params + head)
+    assert torch.allclose(params[0].grad, torch.tensor([[0.5, 0.0], [0.0, 1.0]]))  # only unit 0 exceeded 0.5 x 1
+    assert torch.equal(head[0].grad, torch.full((3,), 100.0))
+    assert stats.fired
+
+
+def test_zclip_waits_for_warmup_then_clips_outliers_to_mean_plus_z_std():
+    clipper = Clipper(clip_cfg("zclip", warmup=4, z_thresh=2.0, alpha=0.9))
+    for norm in [1.0, 1.2, 0.8, 1.0]:
+        assert not clipper(params_with(torch.tensor([norm]))).fired
+    mean, std = clipper.mean, math.sqrt(clipper.var)
+    params = params_with(torch.tensor([50.0]))
+    stats = clipper(params)
+    assert stats.fired and float(flat(params).norm()) == pytest.approx(mean + 2.0 * std, rel=1e-5)
+    assert not clipper(params_with(torch.tensor([1.05]))).fired
+
+
+def test_cosine_is_measured_for_value_clipping():
+    params = params_with(torch.tensor([3.0, 0.1]))
+    stats = Clipper(clip_cfg("value", threshold=0.5))(params, measure=True)
+    expected = (3.0 * 0.5 + 0.1 * 0.1) / (math.hypot(3.0, 0.1) * math.hypot(0.5, 0.1))
+    assert stats.cosine == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(Clipper(clip_cfg("value", threshold=0.5))(params_with(torch.ones(2))).cosine)  # not measured
+
+
+def test_local_smoothness_of_a_quadratic_is_its_curvature():
+    """f(θ) = 0.5 * c * θ²: the gradient changes by c per unit of θ, whatever the step."""
+    theta = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = theta
+
+        def forward(self, x):
+            return 0.5 * 3.0 * (self.theta ** 2).sum()
+
+    class Task:
+        @staticmethod
+        def loss(out, y):
+            return out
+
+    model = Quadratic()
+    before = [theta.detach().clone()]
+    raw = [3.0 * theta.detach().clone()]
+    with torch.no_grad():
+        theta -= 0.1 * raw[0]
+    after = theta.detach().clone()
+    assert local_smoothness(model, Task, None, None, [theta], before, raw) == pytest.approx(3.0, rel=1e-6)
+    assert torch.equal(theta.detach(), after)  # the probe puts the parameters back
+
+
+def test_cliff_model_matches_the_recurrence():
+    model = CliffRNN(5.0, -2.5, length=50, x0=0.5)
+    x = 0.5
+    for _ in range(50):
+        x = 5.0 * (1 / (1 + math.exp(-x))) - 2.5
+    assert model().item() == pytest.approx(x, rel=1e-12)
+    assert model.trace() == {"w": 5.0, "b": -2.5}
