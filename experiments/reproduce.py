@@ -51,20 +51,21 @@ COMBINE_RULE = ("A claim tested by several experiments gets one row: their measu
 RESULTS = ROOT / "results"
 
 
-def run_sweep(name: str, jobs: int) -> tuple[Path, float]:
+def run_sweep(name: str, results: Path, jobs: int, extra: list[str]) -> tuple[Path, float]:
     """`python run.py -m +experiment=<name>` with the joblib launcher (one torch thread per worker)."""
-    folder = RESULTS / "runs" / name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    folder = results / "runs" / name / time.strftime("%Y-%m-%d_%H-%M-%S")
     command = [sys.executable, str(ROOT / "run.py"), "-m", f"+experiment={name}", "logger=none", "threads=1",
-               "report=false", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}"]
+               "report=false", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}",
+               *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     return folder, time.perf_counter() - started
 
 
-def store_tables(name: str, module, folder: Path, seconds: float) -> None:
+def store_tables(name: str, module, folder: Path, results: Path, seconds: float) -> None:
     """The experiment's tables from its job files, as CSV under results/<name>/ (written atomically)."""
     runs, steps = load_runs(folder)
-    out = RESULTS / name
+    out = results / name
     for old in out.glob("*.csv"):
         old.unlink()
     for table, frame in module.tables(runs, steps).items():
@@ -73,8 +74,8 @@ def store_tables(name: str, module, folder: Path, seconds: float) -> None:
                                    "diverged_runs": int(runs.diverged.sum()), "finished": time.strftime("%Y-%m-%d %H:%M")})
 
 
-def load_tables(name: str) -> dict[str, pd.DataFrame]:
-    return {path.stem: pd.read_csv(path) for path in sorted((RESULTS / name).glob("*.csv"))}
+def load_tables(results: Path, name: str) -> dict[str, pd.DataFrame]:
+    return {path.stem: pd.read_csv(path) for path in sorted((results / name).glob("*.csv"))}
 
 
 def combine(rows: list[tuple[str, Verdict]]) -> dict:
@@ -101,16 +102,16 @@ def claims_table(found: dict[str, list[tuple[str, Verdict]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_report(names: list[str]) -> Path:
+def build_report(names: list[str], results: Path) -> Path:
     """results/REPORT.md and report.html from the stored tables of every experiment (no training)."""
-    figures_dir = RESULTS / "figures"
+    figures_dir = results / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     found: dict[str, list[tuple[str, Verdict]]] = defaultdict(list)
     sections = []
     for name in names:
         module = importlib.import_module(f"experiments.{name}")
-        tables = load_tables(name)
-        meta_path = RESULTS / name / "meta.json"
+        tables = load_tables(results, name)
+        meta_path = results / name / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
         verdicts = module.verdicts(tables) if tables else [
             Verdict(c, CLAIMS.get(c, c), "no stored results (run make reproduce)", "–", "–", "not tested")
@@ -135,7 +136,7 @@ def build_report(names: list[str]) -> Path:
                f"{', '.join(module.CLAIMS)}; {timing}; tables: `results/{name}/`.", ""]
         for fig in figures:
             md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
-    write_atomic(RESULTS / "REPORT.md", "\n".join(md))
+    write_atomic(results / "REPORT.md", "\n".join(md))
 
     body = [f"<h1>gradclip: what gradient clipping does — reference results</h1>",
             "<h2>Claims</h2>", html_table(claims), "<h3>Verdict rules (fixed before the runs)</h3><ul>",
@@ -152,10 +153,10 @@ def build_report(names: list[str]) -> Path:
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px;vertical-align:top}th{background:#eee}"
              "img{max-width:100%}figcaption{font-size:13px;color:#444}")
-    write_atomic(RESULTS / "report.html", '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    write_atomic(results / "report.html", '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                  f"<title>gradclip reference results</title><style>{style}</style></head><body>\n"
                  + "\n".join(body) + "\n</body></html>\n")
-    return RESULTS / "REPORT.md"
+    return results / "REPORT.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"experiments to run (default: all of {', '.join(EXPERIMENTS)})")
     parser.add_argument("--figures", action="store_true", help="no training: rebuild figures and report from CSVs")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel runs (default 2)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results go (default: results/)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for every sweep, e.g. steps=20 for a smoke test (repeatable)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
@@ -172,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         names = args.names or EXPERIMENTS
         for i, name in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {name}: running its sweep", flush=True)
-            folder, seconds = run_sweep(name, args.jobs)
-            store_tables(name, importlib.import_module(f"experiments.{name}"), folder, seconds)
+            folder, seconds = run_sweep(name, args.results, args.jobs, args.override)
+            store_tables(name, importlib.import_module(f"experiments.{name}"), folder, args.results, seconds)
             print(f"[{i}/{len(names)}] {name}: done in {seconds / 60:.1f} min", flush=True)
-    path = build_report(EXPERIMENTS)
+    path = build_report(EXPERIMENTS, args.results)
     print(f"report: {path}\ntotal: {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 

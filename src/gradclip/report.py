@@ -130,9 +130,12 @@ def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: s
     plt.close(fig)
 
 
+MAX_PANELS = 12  # gradient-norm panels drawn; a larger sweep shows its first groups (the caption says so)
+
+
 def grad_norm_figure(steps: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
     """Pre-clip global gradient norm per step, one panel per group, one line per seed; threshold and clips marked."""
-    groups = list(dict.fromkeys(runs.group))
+    groups = list(dict.fromkeys(runs.group))[:MAX_PANELS]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, sharex=True, sharey=True)
@@ -212,7 +215,8 @@ def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list
                            "x: a run diverged there (its line ends)."),
         Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged "
                               "(its value there is not part of the median)."),
-        Figure("grad_norm.png", "Global L2 norm of the raw gradient at every step (log scale), one panel per group, "
+        Figure("grad_norm.png", "Global L2 norm of the raw gradient at every step (log scale), one panel per group"
+                                f"{'' if runs.group.nunique() <= MAX_PANELS else f' (the first {MAX_PANELS} of {runs.group.nunique()})'}, "
                                 "one line per seed; dashed: the clipping threshold; dotted: the median over all runs; "
                                 "dots: steps where clipping fired; x: the last step of a run that diverged."),
         Figure("final.png", f"Final held-out {metric} of every run ({seeds}), one point per seed; x: a run that "
