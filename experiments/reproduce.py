@@ -23,11 +23,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+import seaborn as sns
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python experiments/reproduce.py` imports its sibling modules as experiments.*
 
 from experiments.common import Verdict  # noqa: E402
+from gradclip.callbacks import SuiteCallback  # noqa: E402
 from gradclip.files import write_atomic, write_json  # noqa: E402
 from gradclip.report import html_table, load_runs, markdown_table  # noqa: E402
 
@@ -78,28 +80,25 @@ def load_tables(results: Path, name: str) -> dict[str, pd.DataFrame]:
     return {path.stem: pd.read_csv(path) for path in sorted((results / name).glob("*.csv"))}
 
 
-def combine(rows: list[tuple[str, Verdict]]) -> dict:
-    """One claims-table row from the verdicts of every experiment that tested the claim (COMBINE_RULE)."""
-    tested = [(name, v) for name, v in rows if v.verdict != "not tested"] or rows
-    verdicts = {v.verdict for _, v in tested}
-    verdict = verdicts.pop() if len(verdicts) == 1 else "partly"
-    return {
-        "measured": " / ".join(f"[{name}] {v.measured}" for name, v in rows),
-        "numbers": " / ".join(f"[{name}] {v.numbers}" for name, v in rows),
-        "anchor": " / ".join(dict.fromkeys(v.anchor for _, v in rows if v.anchor and v.anchor != "–")) or "–",
-        "verdict": verdict,
-    }
+def combined_verdict(rows: list[tuple[str, Verdict]]) -> str:
+    """The claims-table verdict from every experiment that tested the claim (COMBINE_RULE)."""
+    tested = {v.verdict for _, v in rows if v.verdict != "not tested"}
+    if not tested:
+        return "not tested"
+    return tested.pop() if len(tested) == 1 else "partly"
 
 
 def claims_table(found: dict[str, list[tuple[str, Verdict]]]) -> pd.DataFrame:
-    rows = []
-    for claim, statement in CLAIMS.items():
-        if claim in found:
-            rows.append({"claim": claim, "statement": statement, **combine(found[claim])})
-        else:
-            rows.append({"claim": claim, "statement": statement, "measured": "–", "numbers": "–", "anchor": "–",
-                         "verdict": "not tested"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"claim": claim, "statement": statement,
+                          "verdict": combined_verdict(found.get(claim, [])),
+                          "by experiment": " · ".join(f"{name}: {v.verdict}" for name, v in found.get(claim, []))
+                          or "–"} for claim, statement in CLAIMS.items()])
+
+
+def evidence(found: dict[str, list[tuple[str, Verdict]]]) -> list[tuple[str, list[tuple[str, Verdict]]]]:
+    """Per claim, the heading and each experiment's full verdict (what was measured, the numbers, the anchor)."""
+    return [(f"{claim}: {statement} — {combined_verdict(found.get(claim, []))}", found.get(claim, []))
+            for claim, statement in CLAIMS.items()]
 
 
 def build_report(names: list[str], results: Path) -> Path:
@@ -118,6 +117,7 @@ def build_report(names: list[str], results: Path) -> Path:
             for c in module.CLAIMS]
         for v in verdicts:
             found[v.claim].append((name, v))
+        sns.set_theme(style="whitegrid", palette="colorblind")  # the same style for every experiment's figures
         figures = module.figures(tables, figures_dir) if tables else []
         sections.append((name, module, meta, figures))
     claims = claims_table(found)
@@ -128,7 +128,13 @@ def build_report(names: list[str], results: Path) -> Path:
           "experiment module before the runs.", "", "## Claims", "", markdown_table(claims), "",
           "### Verdict rules (fixed before the runs)", "", f"- How rows combine: {COMBINE_RULE}"]
     md += [f"- `{name}`: {' '.join(module.RULE.split())}" for name, module, _, _ in sections]
-    md += ["", "## Experiments", ""]
+    md += ["", "## Evidence per claim", ""]
+    for heading, rows in evidence(found):
+        md += [f"### {heading}", ""]
+        md += [f"- **{name}** ({v.verdict}): {v.measured}. {v.numbers} *Published:* {v.anchor}" for name, v in rows]
+        md += ["- not tested by any experiment"] if not rows else []
+        md.append("")
+    md += ["## Experiments", ""]
     for name, module, meta, figures in sections:
         timing = (f"{meta['runs']} runs ({meta['diverged_runs']} diverged), sweep {meta['sweep_seconds'] / 60:.1f} "
                   f"min on 2 cores, {meta['finished']}" if meta else "not run yet")
@@ -143,7 +149,12 @@ def build_report(names: list[str], results: Path) -> Path:
             f"<li>How rows combine: {html.escape(COMBINE_RULE)}</li>"]
     body += [f"<li><code>{name}</code>: {html.escape(' '.join(module.RULE.split()))}</li>"
              for name, module, _, _ in sections]
-    body.append("</ul><h2>Experiments</h2>")
+    body.append("</ul><h2>Evidence per claim</h2>")
+    for heading, rows in evidence(found):
+        items = "".join(f"<li><b>{html.escape(name)}</b> ({html.escape(v.verdict)}): {html.escape(v.measured)}. "
+                        f"{html.escape(v.numbers)} <i>Published:</i> {html.escape(v.anchor)}</li>" for name, v in rows)
+        body.append(f"<h3>{html.escape(heading)}</h3><ul>{items or '<li>not tested by any experiment</li>'}</ul>")
+    body.append("<h2>Experiments</h2>")
     for name, module, meta, figures in sections:
         body.append(f"<h3>{html.escape(module.TITLE)}</h3><p><code>python run.py -m +experiment={name}</code></p>")
         for fig in figures:
@@ -157,6 +168,53 @@ def build_report(names: list[str], results: Path) -> Path:
                  f"<title>gradclip reference results</title><style>{style}</style></head><body>\n"
                  + "\n".join(body) + "\n</body></html>\n")
     return results / "REPORT.md"
+
+
+class ClaimsCallback(SuiteCallback):
+    """The report of `python run.py -m +experiment=NAME`, with the experiment's claims, rules and figures on top.
+
+    Each conf/experiment/NAME.yaml points the suite's callback here; gradclip (src/) never imports experiments/.
+    """
+
+    def build_report(self, folder: Path, config) -> Path:
+        path = super().build_report(folder, config)
+        name = config.hydra.runtime.choices.get("experiment")
+        if name in EXPERIMENTS:
+            add_claims(path.parent, name, *load_runs(folder))
+        return path
+
+
+def add_claims(report_dir: Path, name: str, runs: pd.DataFrame, steps: pd.DataFrame) -> None:
+    """Insert the experiment's claims table, rule and figures after the title of report.md and report.html."""
+    module = importlib.import_module(f"experiments.{name}")
+    tables = module.tables(runs, steps)
+    for table, frame in tables.items():
+        write_atomic(report_dir / "tables" / f"{table}.csv", frame.to_csv(index=False))
+    found: dict[str, list[tuple[str, Verdict]]] = defaultdict(list)
+    for v in module.verdicts(tables):
+        found[v.claim].append((name, v))
+    sns.set_theme(style="whitegrid", palette="colorblind")
+    figures = module.figures(tables, report_dir / "figures")
+    claims = claims_table(found)
+    claims = claims[claims.claim.isin(found)]
+    md = [f"## Claims tested by `{name}`", "", markdown_table(claims), "", f"Rule (fixed before the runs): "
+          f"{' '.join(module.RULE.split())}", ""]
+    for heading, rows in evidence(found):
+        if rows:
+            md += [f"### {heading}", ""] + [f"- {v.measured}. {v.numbers} *Published:* {v.anchor}" for _, v in rows]
+            md.append("")
+    md += [line for fig in figures for line in (f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", "")]
+    report = (report_dir / "report.md").read_text().split("\n")
+    write_atomic(report_dir / "report.md", "\n".join(report[:2] + md + report[2:]))
+    section = [f"<h2>Claims tested by <code>{html.escape(name)}</code></h2>", html_table(claims),
+               f"<p>Rule (fixed before the runs): {html.escape(' '.join(module.RULE.split()))}</p>"]
+    for fig in figures:
+        encoded = base64.b64encode((report_dir / "figures" / fig.name).read_bytes()).decode("ascii")
+        section.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
+                       f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    page = (report_dir / "report.html").read_text()
+    head, _, rest = page.partition("</h1>")
+    write_atomic(report_dir / "report.html", head + "</h1>\n" + "\n".join(section) + rest)
 
 
 def main(argv: list[str] | None = None) -> int:

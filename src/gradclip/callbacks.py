@@ -41,15 +41,14 @@ class SuiteCallback(Callback):
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
         if config.report:
-            self._report(Path(config.hydra.runtime.output_dir))
+            print(f"report: {self.build_report(Path(config.hydra.runtime.output_dir), config).resolve()}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if config.report:
-            self._report(Path(config.hydra.sweep.dir))
+            print(f"report: {self.build_report(Path(config.hydra.sweep.dir), config).resolve()}")
 
-    @staticmethod
-    def _report(folder: Path) -> None:
+    def build_report(self, folder: Path, config: DictConfig) -> Path:
+        """The sweep's report; a subclass may add to it (experiments/ adds the claims of an experiment sweep)."""
         from gradclip.report import build_report
 
-        path = build_report(folder)
-        print(f"report: {path.resolve()}")
+        return build_report(folder)
