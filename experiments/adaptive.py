@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import Figure, Verdict, median_ci
-from experiments.threshold import (DEFAULT_TOLERANCE, TOLERANCE, TOLERANCE_WORDS, gap_text, log_y, metric_axis_label,
+from experiments.common import (DEFAULT_TOLERANCE, TOLERANCE, TOLERANCE_WORDS, gap_text, log_y, metric_axis_label,
                                    near_best, scores)
 
 NAME = "adaptive"

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import Figure, Verdict, fmt_rate, median_ci
-from experiments.threshold import TOLERANCE_WORDS, gap_text, log_y, metric_axis_label, near_best, scores
+from experiments.common import TOLERANCE_WORDS, gap_text, log_y, metric_axis_label, near_best, scores
 
 NAME = "direction"
 TITLE = "C4: does norm clipping keep the direction (and limit the step)? norm vs value vs per-tensor vs random"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import Figure, Verdict, median_ci
-from experiments.threshold import metric_axis_label, scores
+from experiments.common import metric_axis_label, scores
 
 NAME = "every_network"
 TITLE = "C7: Caffe's clipping semantics, and norm-1 clipping on networks that do not explode"

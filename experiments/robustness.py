@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import Figure, Verdict, fmt_rate, median_ci, rate_ci
-from experiments.threshold import TOLERANCE_WORDS, best_row, near_best, scores, thresholds
+from experiments.common import TOLERANCE_WORDS, best_row, near_best, scores, thresholds
 
 NAME = "robustness"
 TITLE = "C5: does clipping widen the range of learning rates that work? (lr x threshold grid)"

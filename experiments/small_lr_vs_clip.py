@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import Figure, Verdict, fmt_rate, median_ci, rate_ci
-from experiments.threshold import TOLERANCE_WORDS, log_y, metric_axis_label, near_best, scores
+from experiments.common import TOLERANCE_WORDS, log_y, metric_axis_label, near_best, scores
 
 NAME = "small_lr_vs_clip"
 TITLE = "C3/C5: a 4x smaller learning rate vs norm-1 clipping at the large one"

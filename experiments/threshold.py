@@ -8,31 +8,24 @@ cannot sit in the same place relative to all of them: this experiment measures h
 outcome: the pre-clip gradient norm of the least-clipped stable runs, Pascanu et al.'s advice (thresholds from half to
 ten times the average norm) and how often each threshold fires.
 
-The tolerance helpers (``worst``, ``near_best``, ``TOLERANCE_WORDS``) are shared with ``small_lr_vs_clip`` and
-``robustness`` so all three use one definition of "as good as".
+"As good as" (``near_best``, ``TOLERANCE_WORDS``) and the scores come from experiments/common.py, shared by every
+experiment that compares outcomes.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, fmt_rate, median_ci, rate_ci
+from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, best_row, fmt_mid, fmt_rate, gap_text, log_y,
+                                median_ci, metric_axis_label, near_best, rate_ci, scores, thresholds)
 
 NAME = "threshold"
 TITLE = "C6: is 1 the right max norm? (global-norm threshold 0.01-100 at each setup's lr)"
 CLAIMS = ("C6",)
 
-# "As good as the best": per metric, a relative band for lower-is-better metrics, absolute points for accuracy.
-# bpc has a floor (the text's entropy), so relative gaps are compressed: 5 % (~0.11 bpc at 2.2, about the seed
-# spread of norm-1 runs in the calibration); MSE is unbounded and noisy across seeds: 10 %; accuracy: 2 points.
-TOLERANCE = {"bpc": ("relative", 0.05), "mse": ("relative", 0.10), "accuracy": ("absolute", 0.02)}
-DEFAULT_TOLERANCE = ("relative", 0.10)
-TOLERANCE_WORDS = ("A is as good as B when A <= 1.05 x B for bpc, A <= 1.10 x B for MSE, A >= B - 0.02 for "
-                   "accuracy (other metrics: 10 % relative)")
 PASCANU_BAND = (0.5, 10.0)  # x the mean pre-clip gradient norm
 
 RULE = f"""Per setup and threshold, the score is the median over the 3 seeds of the final held-out metric, a diverged
@@ -51,72 +44,11 @@ ANCHOR = ("Pascanu et al. 2013: 'values from half to ten times this average [gra
           "10.1 / 10.7 / 25.3 / 87.3")
 
 
-# ---------------------------------------------------------------- shared helpers (also used by the other two)
-def worst(higher_is_better: bool) -> float:
-    return -math.inf if higher_is_better else math.inf
-
-
-def scores(runs: pd.DataFrame) -> pd.Series:
-    """Final metric of a run, or the worst possible value when it diverged or ended non-finite."""
-    final = pd.to_numeric(runs.final_metric, errors="coerce").astype(float)
-    higher = runs.higher_is_better.astype(bool)
-    bad = runs.diverged.astype(bool) | ~np.isfinite(final)
-    return final.where(~bad, higher.map(worst))
-
-
-def near_best(value: float, best: float, metric: str, higher_is_better: bool) -> bool:
-    """Whether ``value`` is as good as ``best`` within the metric's tolerance (TOLERANCE)."""
-    if not (np.isfinite(value) and np.isfinite(best)):  # a diverged (worst) score: plain comparison
-        return bool(value >= best) if higher_is_better else bool(value <= best)
-    kind, amount = TOLERANCE.get(metric, DEFAULT_TOLERANCE)
-    if higher_is_better:
-        limit = best - amount if kind == "absolute" else best - amount * abs(best)
-        return bool(value >= limit - 1e-12)
-    limit = best + amount if kind == "absolute" else best + amount * abs(best)
-    return bool(value <= limit + 1e-12)
-
-
-def gap_text(value: float, best: float, metric: str, higher_is_better: bool) -> str:
-    if not (np.isfinite(value) and np.isfinite(best)):
-        return "diverged" if not np.isfinite(value) else "–"
-    kind, _ = TOLERANCE.get(metric, DEFAULT_TOLERANCE)
-    if kind == "absolute":
-        return f"{100 * (value - best):+.1f} points"
-    return f"{100 * (value - best) / abs(best):+.1f} %" if best else "–"
-
-
-def thresholds(runs: pd.DataFrame) -> pd.Series:
-    """The clipping threshold of each run; inf when it never clips (clip=none, or threshold inf: JSON stores null)."""
-    raw = pd.to_numeric(runs.clip_threshold, errors="coerce").astype(float)
-    return raw.fillna(math.inf)
-
-
 def run_norms(steps: pd.DataFrame) -> pd.DataFrame:
     """Per run: median and mean of the pre-clip global gradient norm over the steps whose gradient was applied."""
     data = steps.loc[steps.step > 0, ["run", "grad_norm", "skipped"]]
     data = data[(data.skipped.fillna(0) == 0) & np.isfinite(pd.to_numeric(data.grad_norm, errors="coerce"))]
     return data.groupby("run").grad_norm.agg(norm_median="median", norm_mean="mean").reset_index()
-
-
-def fmt_mid(mid, lo, hi, n, digits: int = 3) -> str:
-    if not np.isfinite(mid):
-        return "–"
-    return f"{mid:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}] (n={int(n)})"
-
-
-def log_y(ax) -> None:
-    """Log y axis with plain tick labels (2, 5, 10 ... not 2x10^0)."""
-    import matplotlib.ticker as ticker
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "25" else ""))
-
-
-def metric_axis_label(metric: str, higher: bool) -> str:
-    unit = {"bpc": "bits/char", "mse": "squared target units", "accuracy": "fraction correct"}.get(metric, "")
-    return f"final held-out {metric}{f' ({unit})' if unit else ''}\n{'higher' if higher else 'lower'} is better"
 
 
 # ---------------------------------------------------------------- tables
@@ -153,12 +85,6 @@ def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 # ---------------------------------------------------------------- verdict
-def best_row(part: pd.DataFrame, higher: bool) -> pd.Series:
-    """The best cell by score (median final metric, diverged = worst); ties: fewer divergences, then listed first."""
-    key = pd.DataFrame({"score": -part.score_median if higher else part.score_median, "diverged": part.diverged})
-    return part.loc[key.sort_values(["score", "diverged"], kind="stable").index[0]]
-
-
 def assess(part: pd.DataFrame) -> dict | None:
     """One setup's grid rows -> best threshold, threshold-1 row and whether 1 is near the best (None: no data)."""
     part = part.sort_values("threshold")
