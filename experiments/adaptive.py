@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, median_ci
-from experiments.common import (DEFAULT_TOLERANCE, TOLERANCE, TOLERANCE_WORDS, gap_text, log_y, metric_axis_label,
-                                   near_best, scores)
+from experiments.common import (DEFAULT_TOLERANCE, TOLERANCE, TOLERANCE_WORDS, Figure, Verdict, gap_text, log_y,
+                                median_ci, metric_axis_label, near_best, save_figure, scores)
 
 NAME = "adaptive"
 TITLE = "B2: adaptive clipping (AutoClip, AGC, ZClip) at its defaults vs the best of 4 fixed norm thresholds"
@@ -268,9 +267,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax.set(ylabel=metric_axis_label(metric, higher), title=f"{setup} (lr {part.lr.iloc[0]:g}){shade}")
         ax.title.set_size(10)
         ax.yaxis.label.set_size(9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "adaptive_final.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "adaptive_final.png")
     return [Figure("adaptive_final.png",
                    f"Final held-out metric of every seed ({seeds} per arm): no clipping (circles), global-norm "
                    f"clipping at fixed thresholds (grey squares), adaptive methods (white triangles; * = not the "

@@ -45,7 +45,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from experiments.common import Figure, Verdict, fmt_ci, fmt_rate  # noqa: E402
+from experiments.common import Figure, Verdict, fmt_ci, fmt_rate, save_figure  # noqa: E402
 
 NAME = "cliff"
 TITLE = "Cliff: Pascanu et al.'s one-unit RNN — the wall, the jump without clipping, the clipped step"
@@ -417,9 +417,7 @@ def _surface_figure(surface, zoom, trajectory, jumps, path: Path) -> Figure:
         ax2.set_yscale("log")
         ax2.set(xlabel="GD step", ylabel="E at the current (w, b) (log scale)", title=f"E vs step, start {start}")
         ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     lr = jumps.lr.iloc[0] if jumps is not None and not jumps.empty else math.nan
     return Figure(path.name, f"Left: E over (w, b) (log colour, white contours at E = 1e-4..1e-1; computed with torch "
                   f"on a {int(np.sqrt(len(surface)))}^2 grid); the sharp colour edge is the wall. Full-batch GD at lr "
@@ -454,9 +452,7 @@ def _jumps_figure(jumps: pd.DataFrame, path: Path) -> Figure:
     ax2.set(xlabel="start (w0, b0)", ylabel="E after the last step (log)", title="final loss per run")
     ax2.tick_params(axis="x", rotation=45)
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return Figure(path.name, f"Per start (x axis, {len(order)} starts), one deterministic GD run each without "
                   "clipping (blue circles) and with norm-1 clipping (orange triangles): left, the largest single "
                   "parameter step, with the no-clip run's median step before it (grey x) and the clipped bound "

@@ -160,3 +160,18 @@ def best_row(part: pd.DataFrame, higher: bool) -> pd.Series:
     """The best cell by score (median final metric, diverged = worst); ties: fewer divergences, then listed first."""
     key = pd.DataFrame({"score": -part.score_median if higher else part.score_median, "diverged": part.diverged})
     return part.loc[key.sort_values(["score", "diverged"], kind="stable").index[0]]
+
+
+def save_figure(fig, path) -> None:
+    """Every experiment figure is written the same way: tight layout, 110 dpi, then closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def setup_label(run: pd.Series) -> str:
+    """A run's setup name (conf/setup/), or its task when it ran without one."""
+    name = run.get("setup_name")
+    return str(name) if isinstance(name, str) and name != "custom" else str(run.get("task"))

@@ -29,8 +29,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, fmt_rate, median_ci
-from experiments.common import TOLERANCE_WORDS, gap_text, log_y, metric_axis_label, near_best, scores
+from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, fmt_rate, gap_text, log_y, median_ci,
+                                metric_axis_label, near_best, save_figure, scores)
 
 NAME = "direction"
 TITLE = "C4: does norm clipping keep the direction (and limit the step)? norm vs value vs per-tensor vs random"
@@ -312,9 +312,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax.axhline(1.0, color="black", ls=":", lw=1)
         ax.set(ylabel="cos(applied, raw gradient)\non clipped steps (1 = direction kept)", title=setup)
         ax.yaxis.label.set_size(9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "direction_cosine.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "direction_cosine.png")
 
     # 2. final metric per method: every seed, diverged seeds marked at the top
     plt, fig, axes = _axes(len(setups))
@@ -343,9 +341,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax.set_xlim(-0.6, len(part) - 0.4)
         ax.set(ylabel=metric_axis_label(metric, higher), title=setup)
         ax.yaxis.label.set_size(9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "direction_final.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "direction_final.png")
     return [
         Figure("direction_cosine.png",
                f"Cosine between the applied and the raw gradient on the steps where each method clipped (threshold 1 "

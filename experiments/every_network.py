@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, median_ci
-from experiments.common import metric_axis_label, scores
+from experiments.common import Figure, Verdict, median_ci, metric_axis_label, save_figure, scores
 
 NAME = "every_network"
 TITLE = "C7: Caffe's clipping semantics, and norm-1 clipping on networks that do not explode"
@@ -286,9 +285,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax2.set(ylabel=f"steps to held-out {target}", ylim=(0, max(steps_max, 1) * 1.25))
         for a in (ax, ax2):
             a.yaxis.label.set_size(9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "every_network_final.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "every_network_final.png")
     return [Figure("every_network_final.png",
                    f"Networks that do not explode, without clipping (circles) and with norm-1 clipping (grey squares), "
                    f"{seeds} seeds each. Top: final held-out metric of every seed, bar = median. Bottom: first "

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from experiments.common import Figure, Verdict, fmt_ci, fmt_rate  # noqa: E402
+from experiments.common import Figure, Verdict, fmt_ci, fmt_rate, save_figure, setup_label  # noqa: E402
 
 NAME = "exploding"
 TITLE = "Exploding gradients without clipping: cliffs in real networks, and the progress a spike undoes"
@@ -73,11 +73,6 @@ RULE = (
 
 
 # ---------------------------------------------------------------- helpers
-def _setup(run: pd.Series) -> str:
-    name = run.get("setup_name")
-    return str(name) if isinstance(name, str) and name != "custom" else f"{run.get('task')}"
-
-
 def _bad(values, higher_is_better: bool) -> np.ndarray:
     """The metric oriented so that larger = worse (non-finite = infinitely bad)."""
     values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
@@ -97,7 +92,7 @@ def sudden_spikes(g: pd.Series, median: float) -> pd.Series:
 def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
     run_rows, trace_rows, quantile_rows, episode_rows = [], [], [], []
     for _, run in runs.iterrows():
-        setup, higher = _setup(run), bool(run.get("higher_is_better", False))
+        setup, higher = setup_label(run), bool(run.get("higher_is_better", False))
         metric = str(run.get("metric", "loss"))
         rows = steps[steps.run == run.run].sort_values("step")
         train = rows[rows.step > 0]
@@ -317,9 +312,7 @@ def _traces_figure(traces: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Figu
         ax.legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[len(setups):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     seeds = runs.groupby("setup").seed.nunique().max()
     return Figure(path.name, f"Pre-clip global gradient norm per step without clipping, one panel per setup, one line "
                   f"per seed ({seeds} seeds; the maximum within bins of up to {TRACE_BINS} per run, so spikes are "
@@ -338,9 +331,7 @@ def _tails_figure(tails: pd.DataFrame, runs: pd.DataFrame | None, path: Path) ->
     ax.set(xlabel="quantile of the per-step gradient norm within a run",
            ylabel="gradient norm / run's median (log)", title="tail of the gradient norm, no clipping")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     seeds = tails.groupby("setup").seed.nunique().max()
     return Figure(path.name, f"Quantiles of each run's gradient norms divided by the run's median, per setup (marker: "
                   f"median over {seeds} seeds; bar: min-max over seeds). Dotted: {TAIL:g} x the median.")
@@ -391,9 +382,7 @@ def _undone_figure(episodes: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Fi
             bar.set_hatch(hatch)
     ax2.set(xlabel="spike episodes (all seeds)", ylabel="", title="episodes by progress undone")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     seeds = runs.groupby("setup").seed.nunique().max()
     return Figure(path.name, "Left: each gradient-spike episode (spike steps between two evaluations) after real "
                   "progress, as the held-out metric "

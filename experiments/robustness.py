@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, fmt_rate, median_ci, rate_ci
-from experiments.common import TOLERANCE_WORDS, best_row, near_best, scores, thresholds
+from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, best_row, fmt_rate, median_ci, near_best, rate_ci,
+                                save_figure, scores, thresholds)
 
 NAME = "robustness"
 TITLE = "C5: does clipping widen the range of learning rates that work? (lr x threshold grid)"
@@ -193,9 +193,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
             a.set_yticks(range(len(scales)), [f"x{s:g} (lr {s * base_lr:.3g})" for s in scales])
             a.set(xlabel="clipping threshold (global L2 norm; inf = no clipping)", ylabel="learning rate", title=title)
             a.grid(False)
-    fig.tight_layout()
-    fig.savefig(out_dir / "robustness_heatmap.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "robustness_heatmap.png")
     return [Figure("robustness_heatmap.png",
                    f"lr x threshold grid per setup, {seeds} seeds per cell. Left: median final held-out metric over "
                    f"the seeds, a diverged seed counting as the worst value ('diverged' = the median run diverged; "

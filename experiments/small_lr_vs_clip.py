@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.common import Figure, Verdict, fmt_rate, median_ci, rate_ci
-from experiments.common import TOLERANCE_WORDS, log_y, metric_axis_label, near_best, scores
+from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, fmt_rate, log_y, median_ci, metric_axis_label,
+                                near_best, rate_ci, save_figure, scores)
 
 NAME = "small_lr_vs_clip"
 TITLE = "C3/C5: a 4x smaller learning rate vs norm-1 clipping at the large one"
@@ -244,9 +244,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax.set(xlabel="optimizer step", title=setup,
                ylabel="training loss, mean per step bin\n(cross-entropy in nats; MSE for regression)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "small_lr_vs_clip_loss.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "small_lr_vs_clip_loss.png")
 
     with sns.axes_style("whitegrid"):
         fig, axes = plt.subplots(2, len(setups), figsize=(5.2 * len(setups), 7.2), squeeze=False,
@@ -288,9 +286,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
             ax2.text(i + 0.12, 100 * row.div_rate + 3, f"{int(row.diverged)}/{int(row.runs)}", fontsize=8)
         ax2.set_xticks(x, [r.replace(", ", ",\n").replace(" + ", "\n+ ") for r in part.index], fontsize=8)
         ax2.set(ylabel="diverged seeds (%)", ylim=(0, 115), xlim=(-0.6, len(x) - 0.4))
-    fig.tight_layout()
-    fig.savefig(out_dir / "small_lr_vs_clip_final.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "small_lr_vs_clip_final.png")
     return [
         Figure("small_lr_vs_clip_loss.png",
                f"Training loss against the step, per setup and regime (small lr = {SMALL_LR_SCALE:g}x the setup's "

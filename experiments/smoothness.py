@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
-from experiments.common import Figure, Verdict  # noqa: E402
+from experiments.common import Figure, Verdict, save_figure, setup_label  # noqa: E402
 
 NAME = "smoothness"
 TITLE = "Local smoothness vs gradient norm along training (Zhang et al.'s (L0, L1)-smoothness)"
@@ -51,10 +51,6 @@ RULE = (
     f"setup holds, partly if some do, not supported if none; not tested if no cell has {MIN_POINTS} points."
 )
 
-
-def _setup(run: pd.Series) -> str:
-    name = run.get("setup_name")
-    return str(name) if isinstance(name, str) and name != "custom" else str(run.get("task"))
 
 
 def _regime(run: pd.Series) -> str:
@@ -90,7 +86,7 @@ def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
         rows = rows[["step", "grad_norm", "smoothness"]].apply(pd.to_numeric, errors="coerce")
         rows = rows[(rows.grad_norm > 0) & (rows.smoothness > 0) & np.isfinite(rows.grad_norm)
                     & np.isfinite(rows.smoothness)]
-        frames.append(rows.assign(run=run.run, setup=_setup(run), clip=_regime(run), seed=int(run.seed),
+        frames.append(rows.assign(run=run.run, setup=setup_label(run), clip=_regime(run), seed=int(run.seed),
                                   log10_grad_norm=np.log10(rows.grad_norm), log10_smoothness=np.log10(rows.smoothness)))
     columns = ["run", "setup", "clip", "seed", "step", "log10_grad_norm", "log10_smoothness"]
     points = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
@@ -102,11 +98,11 @@ def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def correlation_table(points: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     cells = []
-    keys = ([(_setup(r), _regime(r)) for _, r in runs.iterrows()] if runs is not None and len(runs) else
+    keys = ([(setup_label(r), _regime(r)) for _, r in runs.iterrows()] if runs is not None and len(runs) else
             list(points.groupby(["setup", "clip"]).groups))
     for setup, clip in dict.fromkeys(keys):
         p = points[(points.setup == setup) & (points["clip"] == clip)]
-        n_runs = int(((runs.apply(_setup, axis=1) == setup) & (runs.apply(_regime, axis=1) == clip)).sum()) \
+        n_runs = int(((runs.apply(setup_label, axis=1) == setup) & (runs.apply(_regime, axis=1) == clip)).sum()) \
             if runs is not None and len(runs) else p.run.nunique()
         row = {"setup": setup, "clip": clip, "n_points": len(p), "n_runs": n_runs, "runs_with_points": p.run.nunique(),
                "pearson": np.nan, "pearson_lo": np.nan, "pearson_hi": np.nan, "spearman": np.nan,
@@ -194,9 +190,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Figure]:
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="pre-clip gradient norm ||g|| (log)", ylabel="local smoothness estimate (log)", title=setup)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     seeds = points.groupby(["setup", "clip"]).seed.nunique().max()
     return [Figure(path.name, "Local smoothness (Zhang et al.'s estimator ||g(mid) - g(prev)|| / ||mid - prev||, every "
                    f"5th step) against the pre-clip gradient norm, log-log, one panel per setup, colour and marker by "

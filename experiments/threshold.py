@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, best_row, fmt_mid, fmt_rate, gap_text, log_y,
-                                median_ci, metric_axis_label, near_best, rate_ci, scores, thresholds)
+                                median_ci, metric_axis_label, near_best, rate_ci, save_figure, scores, thresholds)
 
 NAME = "threshold"
 TITLE = "C6: is 1 the right max norm? (global-norm threshold 0.01-100 at each setup's lr)"
@@ -206,9 +206,7 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
         ax2.set(xlabel="clipping threshold (global L2 norm)" + ("; rightmost = inf" if has_inf else ""),
                 ylabel="% of applied steps clipped", ylim=(-3, 103))
         ax2.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(out_dir / "threshold_final.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "threshold_final.png")
     return [Figure("threshold_final.png",
                    f"Top: final held-out metric against the global-norm clipping threshold (log x), per setup at its "
                    f"own lr; dots = median over the seeds that finished (of {seeds}), bars = 95 % bootstrap interval "
