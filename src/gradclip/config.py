@@ -203,6 +203,7 @@ class Config:
     spike_window: int = 50
     diag_every: int = 1  # update norm and cosine(applied, raw gradient) every this many steps
     smoothness_every: int = 0  # Zhang et al.'s local smoothness estimate every this many steps; 0 = off
+    checkpoint_every: int = 200  # save a resumable checkpoint every this many steps; 0 = never
     setup_name: str = "custom"  # a label the conf/setup/ bundles set; copied into summary.json
     report: bool = True  # build the sweep's report when its runs are done
 
@@ -252,6 +253,7 @@ RANGE_CHECKS = {
     "optim.lr_scale": (_positive, "a number > 0"),
     "diag_every": (lambda v: v >= 1, "an integer >= 1"),
     "smoothness_every": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    "checkpoint_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"),
     "clip.percentile": (lambda v: 0 < v <= 100, "a number in (0, 100]"),
     "clip.clip_factor": (_positive, "a number > 0"),
     "clip.agc_eps": (_positive, "a number > 0"),
