@@ -1,15 +1,20 @@
-"""Hydra glue: validate every job's config before anything is written; build the report when the jobs are done."""
+"""Hydra glue: check every job's config and output folder before anything is written; resume a sweep; build the
+report when the jobs are done; exit non-zero when a job failed."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from gradclip.config import exit_on_config_error, validate
+from gradclip.config import ConfigError, exit_on_config_error, validate
+from gradclip.files import write_json
+from gradclip.sweep import check_folder, job_config, stamp
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
@@ -22,30 +27,88 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def check_writable(folder: Path) -> None:
+    """A ConfigError unless ``folder`` exists as a writable folder or can be created (nothing is created here)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{folder}: cannot write there ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{folder}: cannot write there (no write permission on {existing})")
+
+
+def launcher_threads(hydra_cfg) -> int:
+    """Torch threads per job when the config says threads=0: the cores shared among the launcher's parallel workers
+    (joblib: cores / n_jobs; submitit: cpus_per_task), else 0 = torch's default (every core)."""
+    launcher = hydra_cfg.get("launcher") or {}
+    target = str(launcher.get("_target_", ""))
+    cores = os.cpu_count() or 1
+    if "joblib" in target:
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = every core
+        return max(1, cores // workers)
+    if "submitit" in target:
+        return int(launcher.get("cpus_per_task") or 0)
+    return 0
+
+
 class SuiteCallback(Callback):
     """Hydra turns exceptions raised in callbacks into warnings, so a bad config exits here (SystemExit)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(config.hydra.run.dir)
         try:
             validate(config)
+            self.prepare(folder, [(folder, job_config(config))])
         except Exception as exc:
             exit_on_config_error(exc)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         loader = GlobalHydra.instance().config_loader()
+        folder = Path(config.hydra.sweep.dir)
         try:
-            for overrides in sweep_job_overrides(config):
-                validate(loader.load_sweep_config(config, list(overrides)))
+            composed = [loader.load_sweep_config(config, list(o)) for o in sweep_job_overrides(config)]
+            for job in composed:
+                validate(job)
+            jobs = []
+            for num, job in enumerate(composed):
+                with open_dict(job):
+                    job.hydra.job.num = num
+                jobs.append((folder / str(job.hydra.sweep.subdir), job_config(job)))
+            self.prepare(folder, jobs)
         except Exception as exc:
             exit_on_config_error(exc)
 
+    @staticmethod
+    def prepare(folder: Path, jobs: list[tuple[Path, dict]]) -> None:
+        """Refuse an unwritable folder or one holding other results; say what a rerun resumes; stamp the folder."""
+        check_writable(folder)
+        finished = check_folder(folder, jobs)
+        if finished:
+            print(f"{folder}: {finished} of {len(jobs)} jobs finished before; skipping them, resuming the rest")
+        if not (folder / "sweep.json").is_file():
+            write_json(folder / "sweep.json", stamp())
+        if len(jobs) > 1:
+            print(f"sweep folder: {folder} (run the same command with hydra.sweep.dir={folder} to resume it)")
+
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        if config.report:
-            print(f"report: {self.build_report(Path(config.hydra.runtime.output_dir), config).resolve()}")
+        self.finish(Path(config.hydra.runtime.output_dir), config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.finish(Path(config.hydra.sweep.dir), config)
+
+    def finish(self, folder: Path, config: DictConfig) -> None:
+        """Build the report (if asked), then exit with status 1 when any job failed or did not finish."""
+        from gradclip.report import failed_runs
+
         if config.report:
-            print(f"report: {self.build_report(Path(config.hydra.sweep.dir), config).resolve()}")
+            print(f"report: {self.build_report(folder, config).resolve()}")
+        failed = failed_runs(folder)
+        if not failed.empty:
+            print(f"error: {len(failed)} job(s) failed or did not finish: {', '.join(failed.run)} "
+                  "(errors in their summary.json and in the report)", file=sys.stderr)
+            sys.exit(1)
 
     def build_report(self, folder: Path, config: DictConfig) -> Path:
         """The sweep's report; a subclass may add to it (experiments/ adds the claims of an experiment sweep)."""

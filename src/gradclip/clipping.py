@@ -84,6 +84,15 @@ class Clipper:
         self.mean = self.var = None  # zclip
         self.generator = torch.Generator().manual_seed(seed)  # random
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to clip exactly as an uninterrupted one (tensors and plain values only)."""
+        return {"history": list(self.history), "mean": self.mean, "var": self.var,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.mean, self.var = list(state["history"]), state["mean"], state["var"]
+        self.generator.set_state(state["generator"])
+
     def __call__(self, parameters, measure: bool = False) -> ClipStats:
         """Clip in place; with ``measure``, also the cosine between the applied and the raw gradient."""
         params = [p for p in parameters if p.grad is not None]

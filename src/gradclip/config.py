@@ -234,14 +234,39 @@ def register_schemas() -> None:
 
 THRESHOLD_METHODS = {ClipMethod.norm, ClipMethod.value, ClipMethod.per_tensor, ClipMethod.random}
 TASK_KINDS = {"sequence": {"charlm", "adding", "temporal_order"}, "vector": {"digits", "regression"}, "cliff": {"cliff"}}
+ERROR_RATE_TASKS = {"adding", "temporal_order", "digits"}  # their task.target is a held-out error rate
+# the names each group schema runs under: build_task, build_model, build_optimizer and RunLogger dispatch on them
+SCHEMA_NAMES = {
+    CharLMTask: ("charlm",), SyntheticTask: ("adding", "temporal_order"), DigitsTask: ("digits",),
+    RegressionTask: ("regression",), CliffTask: ("cliff",), RecurrentModel: ("lstm", "gru", "rnn"),
+    MLPModel: ("mlp",), CliffModel: ("cliff",), SGDConfig: ("sgd",), AdamConfig: ("adam",),
+    LoggerConfig: ("wandb", "none"),
+}
 
 
 def _positive(x) -> bool:
     return x is not None and math.isfinite(x) and x > 0
 
 
-# key -> (test, what is allowed); a key missing from the composed config is skipped
+def _non_negative(x) -> bool:
+    return math.isfinite(x) and x >= 0
+
+
+def _label(text: str) -> bool:
+    return text.strip() != "" and text.isprintable()
+
+
+def _wandb_project(name: str) -> bool:
+    return _label(name) and len(name) <= 128 and not set(name) & set("/\\#?%:")  # W&B's own rule for project names
+
+
+SEED = (lambda v: 0 <= v < 2**32, "an integer in [0, 4294967295] (the seeds numpy and scikit-learn accept)")
+FINITE = (math.isfinite, "a finite number")
+
+# key -> (test, what is allowed) for values that can be judged on their own; a key missing from the composed config
+# (it belongs to another option of its group) is skipped, and so is null where the schema allows it
 RANGE_CHECKS = {
+    "seed": SEED,
     "steps": (lambda v: v >= 1, "an integer >= 1"),
     "eval_every": (lambda v: v >= 1, "an integer >= 1"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
@@ -249,22 +274,28 @@ RANGE_CHECKS = {
     "max_nonfinite": (lambda v: v >= 1, "an integer >= 1"),
     "spike_factor": (lambda v: v > 1, "a number > 1"),
     "spike_window": (lambda v: v >= 1, "an integer >= 1"),
-    "optim.lr": (_positive, "a number > 0"),
-    "optim.lr_scale": (_positive, "a number > 0"),
     "diag_every": (lambda v: v >= 1, "an integer >= 1"),
     "smoothness_every": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
     "checkpoint_every": (lambda v: v >= 0, "an integer >= 0 (0 = never)"),
+    "setup_name": (_label, "a non-empty printable label"),
+    "optim.lr": (_positive, "a number > 0"),
+    "optim.lr_scale": (_positive, "a number > 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.weight_decay": (_non_negative, "a finite number >= 0"),
+    "optim.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.eps": (_positive, "a number > 0"),
+    "clip.name": (_label, "a non-empty printable label"),
+    "clip.threshold": (lambda v: v > 0, "a number > 0 (inf = never clip), or null"),
     "clip.percentile": (lambda v: 0 < v <= 100, "a number in (0, 100]"),
     "clip.clip_factor": (_positive, "a number > 0"),
     "clip.agc_eps": (_positive, "a number > 0"),
     "clip.alpha": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "clip.z_thresh": (_positive, "a number > 0"),
     "clip.warmup": (lambda v: v >= 1, "an integer >= 1"),
-    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "optim.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "optim.eps": (_positive, "a number > 0"),
+    "task.data_dir": (lambda v: v.strip() != "", "a folder path (null = CPython's pydoc topics)"),
+    "task.data_seed": SEED,
+    "task.target": (_non_negative, "a finite number >= 0, or null for no target"),
     "task.bptt": (lambda v: v >= 2, "an integer >= 2"),
     "task.seq_len": (lambda v: v >= 10, "an integer >= 10"),
     "task.batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -273,42 +304,115 @@ RANGE_CHECKS = {
     "task.test_fraction": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "task.samples": (lambda v: v >= 10, "an integer >= 10"),
     "task.features": (lambda v: v >= 1, "an integer >= 1"),
-    "task.noise": (lambda v: v >= 0, "a number >= 0"),
+    "task.noise": (_non_negative, "a finite number >= 0"),
     "task.length": (lambda v: v >= 1, "an integer >= 1"),
+    "task.x0": FINITE,
+    "task.goal": (lambda v: 0 < v < 1, "a number in (0, 1) (the goal of a sigmoid)"),
     "model.embedding": (lambda v: v >= 1, "an integer >= 1"),
     "model.hidden": (lambda v: v >= 1, "an integer >= 1"),
     "model.layers": (lambda v: v >= 1, "an integer >= 1"),
     "model.depth": (lambda v: v >= 0, "an integer >= 0"),
     "model.width": (lambda v: v >= 1, "an integer >= 1"),
     "model.init_gain": (_positive, "a number > 0"),
+    "model.w0": FINITE,
+    "model.b0": FINITE,
+    "logger.project": (_wandb_project, "a W&B project name: 1 to 128 printable characters, none of / \\ # ? % :"),
 }
+
+# keys for which every value of the schema's type works, and why; the schemas' Enum and bool keys need no entry
+ANY_VALUE_KEYS = {
+    "logger.entity",  # null = the W&B account's default; W&B checks the name itself, and only when it syncs
+}
+
+
+def _shown(value) -> str:
+    """A value as a message shows it: strings quoted, so an empty or multi-line one stays visible on one line."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _read_text(path: Path) -> str | None:
+    """The text of a regular, readable, non-blank UTF-8 file; None if there is no such path, else ValueError why not."""
+    try:
+        if not path.exists():
+            return None
+        if not path.is_file():
+            raise ValueError(f"{path.name} is not a regular file")
+        text = path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # newlines as read_text
+    except PermissionError:
+        raise ValueError(f"{path.name} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise ValueError(f"{path.name} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+                         ) from None
+    if not text.strip():
+        raise ValueError(f"{path.name} is empty" + (" (whitespace only)" if text else ""))
+    return text
+
+
+def read_corpus(data_dir: str) -> dict[str, str]:
+    """The texts of DIR/train.txt, valid.txt and test.txt (if there) by split; ConfigError for a file that won't do."""
+    folder = Path(data_dir).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"task.data_dir={data_dir}: no such folder (it needs train.txt and valid.txt)")
+    splits = {}
+    for split in ("train", "valid", "test"):
+        try:
+            text = _read_text(folder / f"{split}.txt")
+        except ValueError as exc:
+            raise ConfigError(f"task.data_dir={data_dir}: {exc}") from None
+        if text is not None:
+            splits[split] = text
+        elif split != "test":
+            raise ConfigError(f"task.data_dir={data_dir}: no {split}.txt in it (needs train.txt and valid.txt)")
+    return splits
+
+
+def _token_count(text: str, level: Level) -> int:
+    """len(gradclip.data.tokenize(text, level)), without importing torch."""
+    return len(text) if level == Level.char else len(text.split()) + len(text.splitlines())
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that cannot work, before any file is written or any step is run."""
+    clip, task = cfg.clip, cfg.task
+    if clip.method in THRESHOLD_METHODS and not (clip.threshold is not None and clip.threshold > 0):
+        raise ConfigError(f"clip.threshold={clip.threshold}: clip={clip.name} needs a threshold > 0 (inf = never clip)")
+
     for key, (ok, allowed) in RANGE_CHECKS.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not ok(value):
-            raise ConfigError(f"{key}={value}: must be {allowed}")
+            raise ConfigError(f"{key}={_shown(value)}: must be {allowed}")
 
-    clip = cfg.clip
-    threshold = clip.threshold
-    if clip.method in THRESHOLD_METHODS and not (threshold is not None and threshold > 0):
-        raise ConfigError(f"clip.threshold={threshold}: clip={clip.name} needs a threshold > 0 (inf = never clip)")
+    for group in ("task", "model", "optim", "logger"):
+        node = cfg[group]
+        schema = OmegaConf.get_type(node)
+        if node.name not in SCHEMA_NAMES[schema]:
+            raise ConfigError(f"{group}.name={_shown(node.name)}: must be {' or '.join(SCHEMA_NAMES[schema])} with "
+                              f"the keys of {schema.__name__} (another {group} is chosen with {group}=OPTION)")
 
-    task, model = cfg.task.name, cfg.model.name
+    model = cfg.model.name
     kind = {"cliff": "cliff", "mlp": "vector"}.get(model, "sequence")
-    if task not in TASK_KINDS[kind]:
-        raise ConfigError(f"model={model}: needs a {kind} task, one of {sorted(TASK_KINDS[kind])} (got task={task})")
+    if task.name not in TASK_KINDS[kind]:
+        raise ConfigError(f"model={model}: needs a {kind} task, one of {sorted(TASK_KINDS[kind])} "
+                          f"(got task={task.name})")
 
-    data_dir = OmegaConf.select(cfg, "task.data_dir", default=None)
-    if data_dir is not None:
-        folder = Path(data_dir).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"task.data_dir={data_dir}: no such folder (it needs train.txt and valid.txt)")
-        for name in ("train.txt", "valid.txt"):
-            if not (folder / name).is_file():
-                raise ConfigError(f"task.data_dir={data_dir}: no {name} in it (needs train.txt and valid.txt)")
+    if task.target is not None and task.name == "charlm":
+        word = task.level == Level.word
+        if not task.target > (1 if word else 0):
+            raise ConfigError(f"task.target={task.target}: must be {'a perplexity > 1' if word else 'bits/char > 0'} "
+                              f"at task.level={task.level.value} (lower is never reached)")
+    if task.target is not None and task.name in ERROR_RATE_TASKS and task.target > 1:
+        raise ConfigError(f"task.target={task.target}: must be in [0, 1] (task={task.name}'s target is an error rate)")
+
+    if task.name == "charlm" and task.data_dir is not None:
+        splits = read_corpus(task.data_dir)
+        needs = {"train": (task.bptt + 2, f"for task.bptt={task.bptt}"), "valid": (2, "(a token and the next one)")}
+        for split, (least, why) in needs.items():
+            count = _token_count(splits[split], task.level)
+            if count < least:
+                raise ConfigError(f"task.data_dir={task.data_dir}: {split}.txt has {count} tokens at "
+                                  f"task.level={task.level.value}; it needs at least {least} {why}")
 
     if cfg.device == Device.cuda:
         import torch

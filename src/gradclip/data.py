@@ -45,7 +45,10 @@ def tokenize(text: str, level: str) -> list[str]:
 
 
 def load_corpus(data_dir: str | None) -> tuple[dict[str, str], dict]:
-    """Train/valid/test texts and a description (source, size, sha256) of what was read."""
+    """Train/valid/test texts and a description (source, size, sha256) of what was read.
+
+    A ``data_dir`` corpus is read by ``config.read_corpus``: ConfigError for a file that validate would refuse.
+    """
     if data_dir is None:
         from pydoc_data import topics
 
@@ -54,12 +57,10 @@ def load_corpus(data_dir: str | None) -> tuple[dict[str, str], dict]:
         splits = {"train": text[: int(0.9 * n)], "valid": text[int(0.9 * n) : int(0.95 * n)], "test": text[int(0.95 * n) :]}
         source = f"pydoc_data.topics (CPython {sys.version.split()[0]}), split 90/5/5"
     else:
-        folder = Path(data_dir).expanduser()
-        splits = {name: (folder / f"{name}.txt").read_text(encoding="utf-8") for name in ("train", "valid", "test")
-                  if (folder / f"{name}.txt").is_file()}
-        source = str(folder.resolve())
-        if not splits["train"].strip() or not splits["valid"].strip():
-            raise ValueError(f"task.data_dir={data_dir}: train.txt or valid.txt is empty")
+        from gradclip.config import read_corpus
+
+        splits = read_corpus(data_dir)
+        source = str(Path(data_dir).expanduser().resolve())
     digest = hashlib.sha256()
     for name in sorted(splits):
         digest.update(splits[name].encode("utf-8"))

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
 
 from gradclip.files import write_atomic  # noqa: E402
 
@@ -29,19 +30,38 @@ MAX_POINTS = 1000  # points per run in a line plot; longer runs are averaged int
 
 
 # ---------------------------------------------------------------- loading
+def job_summaries(folder: Path) -> list[tuple[Path, dict | None]]:
+    """Every job folder below ``folder`` (it has a config.yaml or a summary.json), in job order, with its summary
+    (None if missing or unreadable)."""
+    found = {path.parent for name in ("config.yaml", "summary.json") for path in folder.rglob(name)
+             if not {"report", "wandb", ".hydra"} & set(path.relative_to(folder).parts)}
+    jobs = []
+    for job_dir in sorted(found, key=lambda p: _natural_key(p.relative_to(folder))):
+        try:
+            summary = json.loads((job_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = None
+        jobs.append((job_dir, summary))
+    return jobs
+
+
+def _run_name(folder: Path, job_dir: Path) -> str:
+    return str(job_dir.relative_to(folder)) if job_dir != folder else job_dir.name
+
+
 def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per finished job (its summary.json) and all their metric rows, with a `group` label per run.
 
-    The group of a run is what the sweep varied for it: its overrides, less the seed and less those every run shares.
+    Failed and unfinished jobs are left out (``failed_runs`` lists them). The group of a run is what the sweep varied
+    for it: its overrides, less the seed and less those every run shares.
     """
     summaries, metrics = [], []
-    for path in sorted(folder.rglob("summary.json"), key=lambda p: _natural_key(p.parent.relative_to(folder))):
-        if "report" in path.relative_to(folder).parts or "wandb" in path.parts:
+    for job_dir, summary in job_summaries(folder):
+        if summary is None or summary.get("status") == "failed":
             continue
-        summary = json.loads(path.read_text())
-        run = str(path.parent.relative_to(folder)) if path.parent != folder else path.parent.name
+        run = _run_name(folder, job_dir)
         summaries.append({**summary, "run": run})
-        frame = pd.read_csv(path.parent / "metrics.csv")
+        frame = pd.read_csv(job_dir / "metrics.csv")
         metrics.append(frame.assign(run=run, seed=summary["seed"]))
     if not summaries:
         raise FileNotFoundError(f"{folder}: no finished runs (no summary.json below it)")
@@ -49,6 +69,23 @@ def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["group"] = group_labels(runs["overrides"].tolist())
     steps = pd.concat(metrics, ignore_index=True).merge(runs[["run", "group", "task"]], on="run")
     return runs, steps
+
+
+def _overrides(job_dir: Path, summary: dict | None) -> str:
+    """A job's command-line overrides, from its summary or else from Hydra's .hydra/overrides.yaml."""
+    if summary and "overrides" in summary:
+        return " ".join(summary["overrides"])
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return " ".join(yaml.safe_load(path.read_text()) or []) if path.is_file() else ""
+
+
+def failed_runs(folder: Path) -> pd.DataFrame:
+    """Jobs that crashed (their summary.json says why) or never finished (no summary.json), one row each."""
+    rows = [{"run": _run_name(folder, job_dir), "overrides": _overrides(job_dir, summary),
+             "status": "failed" if summary else "unfinished",
+             "error": summary.get("error", "") if summary else "no summary.json: killed, or still running"}
+            for job_dir, summary in job_summaries(folder) if summary is None or summary.get("status") == "failed"]
+    return pd.DataFrame(rows, columns=["run", "overrides", "status", "error"])
 
 
 def _natural_key(path: Path):
@@ -288,8 +325,13 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- rendering
+def md_text(text) -> str:
+    """Config strings in Markdown as text: `<` cannot open an HTML tag, a newline cannot end a table row."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace("\n", " ")
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in [frame.columns, *frame.astype(str).values]]
+    cells = [[md_text(c).replace("|", "\\|") for c in row] for row in [frame.columns, *frame.astype(str).values]]
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells[1:]])
 
@@ -328,33 +370,47 @@ def describe(runs: pd.DataFrame) -> list[str]:
 
 
 def build_report(folder: str | Path) -> Path:
-    """Write <folder>/report/{report.md, report.html, figures/*.png} from the job files below ``folder``."""
+    """Write <folder>/report/{report.md, report.html, figures/*.png} from the job files below ``folder``.
+
+    Failed and unfinished jobs are listed first; a report is written even when no job finished.
+    """
     folder = Path(folder)
-    runs, steps = load_runs(folder)
+    failed = failed_runs(folder)
+    try:
+        runs, steps = load_runs(folder)
+    except FileNotFoundError:
+        if failed.empty:
+            raise
+        runs = steps = None
     out = folder / "report"
-    figures = make_figures(runs, steps, out / "figures")
     title = f"gradclip report: {folder.name}"
-    intro = describe(runs)
-    groups, per_run = group_table(runs), run_table(runs)
-    cell = "Cells: median [min, max] over seeds."
-
-    md = [f"# {title}", "", *[f"- {line}" for line in intro], "", "## Summary by group", "", cell, "",
-          markdown_table(groups), "", "## Figures", ""]
-    for fig in figures:
-        md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
-    md += ["## Every run", "", markdown_table(per_run), ""]
+    md, body = [f"# {title}", ""], [f"<h1>{html.escape(title)}</h1>"]
+    if not failed.empty:
+        note = (f"{len(failed)} job(s) did not finish; they are not in the tables and figures below. A failed job's "
+                "traceback is in its summary.json; rerunning the same command reruns it (finished jobs are skipped).")
+        md += ["## Failed or unfinished runs", "", md_text(note), "", markdown_table(failed), ""]
+        body += ["<h2>Failed or unfinished runs</h2>", f"<p>{html.escape(note)}</p>", html_table(failed)]
+    if runs is not None:
+        figures = make_figures(runs, steps, out / "figures")
+        intro = describe(runs)
+        groups, per_run = group_table(runs), run_table(runs)
+        cell = "Cells: median [min, max] over seeds."
+        md[2:2] = [*[f"- {md_text(line)}" for line in intro], ""]
+        md += ["## Summary by group", "", cell, "", markdown_table(groups), "", "## Figures", ""]
+        for fig in figures:
+            md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
+        md += ["## Every run", "", markdown_table(per_run), ""]
+        body[1:1] = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>"]
+        body += ["<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", html_table(groups), "<h2>Figures</h2>"]
+        for fig in figures:
+            encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
+                        f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+        body += ["<h2>Every run</h2>", html_table(per_run)]
     write_atomic(out / "report.md", "\n".join(md))
-
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
              "th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}")
-    body = [f"<h1>{html.escape(title)}</h1>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>",
-            "<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", html_table(groups), "<h2>Figures</h2>"]
-    for fig in figures:
-        encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")
-        body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
-                    f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
-    body += ["<h2>Every run</h2>", html_table(per_run)]
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     write_atomic(out / "report.html", page)

@@ -1,17 +1,22 @@
 """One training run: the loop, divergence handling, and the job's files (config.yaml, metrics.csv, summary.json).
 
-A run that diverges is a result, never an exception: it ends early and says so in summary.json.
+A run that diverges is a result, never an exception: it ends early and says so in summary.json. A job that crashes
+records the error there instead (``run_job``). Checkpoints every ``checkpoint_every`` steps let a rerun resume.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import platform
+import sys
 import time
+import traceback
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,10 +28,12 @@ from gradclip.data import build_task
 from gradclip.files import write_atomic, write_json
 from gradclip.logger import RunLogger
 from gradclip.models import build_model
+from gradclip.sweep import job_config, read_summary, stamp
 
 HIGHER_IS_BETTER = {"accuracy"}
 STEP_COLUMNS = ["step", "loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "skipped",
-                "update_norm", "cosine", "smoothness", "lr", "step_time_ms"]
+                "update_norm", "cosine", "smoothness", "lr"]  # no timings: same config + seed = same file, bit for bit
+CHECKPOINT = "checkpoint.pt"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,12 +60,35 @@ def count_spikes(losses: pd.Series, factor: float, window: int) -> int:
     return int((losses > factor * previous_min).sum())
 
 
+def run_job(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
+    """One job of a sweep, never raising: skipped when already finished, resumed from its checkpoint when it was
+    interrupted, and a crash recorded in summary.json (status "failed") so the rest of the sweep and the report go on.
+    """
+    job_dir = Path(job_dir)
+    finished = read_summary(job_dir)
+    if finished is not None:
+        tqdm.write(f"{name}: finished before ({finished['status']}), skipped")
+        return finished
+    try:
+        return train(cfg, job_dir, group, name, overrides)
+    except Exception as exc:  # a bug or a full disk: recorded as this job's result, never a dead sweep
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        summary = {"status": "failed", "error": error, "traceback": traceback.format_exc(), "group": group,
+                   "name": name, "overrides": list(overrides), "seed": cfg.seed, "setup_name": cfg.setup_name,
+                   **stamp()}
+        print(f"error: job {name} failed: {error}", file=sys.stderr)
+        try:
+            write_json(job_dir / "summary.json", summary)
+        except OSError as again:
+            print(f"error: job {name}: could not record the failure in {job_dir} either: {again}", file=sys.stderr)
+        return summary
+
+
 def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
-    """Train one model as ``cfg`` says, write the job's files into ``job_dir`` and return the summary."""
+    """Train one model as ``cfg`` says (from ``job_dir``'s checkpoint if there is one), write the job's files."""
     started = time.perf_counter()
     job_dir = Path(job_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    resolved.pop("hydra", None)
+    resolved = job_config(cfg)
     write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     if cfg.threads > 0:
@@ -70,15 +100,17 @@ def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides
     logger = RunLogger(cfg.logger, str(job_dir), group=group, name=name, config=resolved)
     summary: dict = {}
     try:
-        rows, evals, divergence, nonfinite_steps = train_loop(cfg, task, model, logger, desc=name)
-        metrics = pd.DataFrame(rows)
+        state = train_loop(cfg, task, model, logger, desc=name, checkpoint=job_dir / CHECKPOINT)
+        metrics = pd.DataFrame(state["rows"])
         metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
         write_atomic(job_dir / "metrics.csv", metrics.to_csv(index=False))
-        summary = summarize(cfg, task, metrics, evals, *divergence, nonfinite_steps)
+        summary = summarize(cfg, task, metrics, state)
         summary.update(group=group, name=name, overrides=list(overrides), device=str(device),
                        threads=torch.get_num_threads(), versions=versions(), data=task.info,
-                       wall_time_s=time.perf_counter() - started)
+                       wall_time_s=time.perf_counter() - started, resumed_from_step=state["resumed_from_step"],
+                       **stamp())
         write_json(job_dir / "summary.json", summary)
+        (job_dir / CHECKPOINT).unlink(missing_ok=True)
     finally:
         logger.finish(summary)  # always: W&B would otherwise carry this run into the next job of the process
     return summary
@@ -105,8 +137,28 @@ def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
     return change / distance if distance > 0 else math.nan
 
 
-def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
-    """The optimisation itself: returns the per-step rows, the evaluations, (diverged step, reason), skipped steps."""
+def save_checkpoint(path: Path, model, optimizer, clipper, batches: torch.Generator, state: dict) -> None:
+    """Everything the loop needs to continue bit-identically, written atomically (tensors and plain values only)."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "clipper": clipper.state_dict(),
+                "batches": batches.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, model, optimizer, clipper, batches: torch.Generator, device) -> dict:
+    saved = torch.load(path, map_location=device, weights_only=True)  # never unpickles arbitrary objects
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    clipper.load_state_dict(saved["clipper"])
+    batches.set_state(saved["batches"])
+    torch.set_rng_state(saved["torch_rng"])
+    return saved["state"]
+
+
+def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str, checkpoint: Path | None = None) -> dict:
+    """The optimisation itself, resumed from ``checkpoint`` when that file exists and saved there every
+    ``cfg.checkpoint_every`` steps. Returns the loop state: per-step rows, evaluations, divergence, step times.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optim, params)
     batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
@@ -114,34 +166,38 @@ def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
     never_clipped = {id(p) for p in output_layer.parameters()} if output_layer is not None else set()
     clipper = Clipper(cfg.clip, seed=cfg.seed, exclude=never_clipped)
     trace = getattr(model, "trace", None)
-    rows: list[dict] = []
-    evals: list[tuple[int, dict]] = []
 
     def evaluate(step: int) -> dict:
         model.eval()
         scores = task.evaluate(model)
         model.train()
-        evals.append((step, scores))
+        state["evals"].append((step, scores))
         return {f"val_{k}": v for k, v in scores.items()}
 
-    rows.append({"step": 0, **evaluate(0)})
-    logger.log(rows[0], step=0)
-    initial_loss = None
-    nonfinite_in_row = nonfinite_steps = 0
-    diverged_step, diverged_reason = None, None
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint, model, optimizer, clipper, batches, next(model.parameters()).device)
+        state["resumed_from_step"] = state["step"]
+    else:
+        state = {"step": 0, "rows": [], "evals": [], "initial_loss": None, "nonfinite_in_row": 0,
+                 "nonfinite_steps": 0, "diverged_step": None, "diverged_reason": None, "step_times_ms": [],
+                 "resumed_from_step": 0}
+        state["rows"].append({"step": 0, **evaluate(0)})
+        logger.log(state["rows"][0], step=0)
     quiet = bool(os.environ.get("CI")) or None  # None: tqdm shows a bar only on a terminal
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc or "run", disable=quiet, mininterval=0.5, leave=False)
+    bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=desc or "run", disable=quiet, mininterval=0.5,
+               leave=False, initial=state["step"], total=cfg.steps)
     for step in bar:
-        t0 = time.perf_counter()
+        t0, step_ms = time.perf_counter(), math.nan
         x, y = task.batch(batches)
         loss = task.loss(model(x), y)
         loss_value = loss.item()
-        initial_loss = loss_value if initial_loss is None else initial_loss
+        if state["initial_loss"] is None:
+            state["initial_loss"] = loss_value
         row = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
-        if not math.isfinite(loss_value) or loss_value > cfg.diverge_factor * initial_loss:
-            diverged_step = step
-            diverged_reason = ("non-finite loss" if not math.isfinite(loss_value)
-                               else f"loss > {cfg.diverge_factor:g} x initial loss")
+        if not math.isfinite(loss_value) or loss_value > cfg.diverge_factor * state["initial_loss"]:
+            state["diverged_step"] = step
+            state["diverged_reason"] = ("non-finite loss" if not math.isfinite(loss_value)
+                                        else f"loss > {cfg.diverge_factor:g} x initial loss")
         else:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,38 +208,46 @@ def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str):
             skipped = not math.isfinite(stats.pre_norm)
             update_norm = smoothness = math.nan
             if skipped:  # never apply a non-finite gradient; too many in a row = diverged
-                nonfinite_in_row, nonfinite_steps = nonfinite_in_row + 1, nonfinite_steps + 1
+                state["nonfinite_in_row"] += 1
+                state["nonfinite_steps"] += 1
                 update_norm = 0.0
             else:
-                nonfinite_in_row = 0
+                state["nonfinite_in_row"] = 0
                 before = [p.detach().clone() for p in params] if diagnose else None
                 optimizer.step()
                 if diagnose:
                     update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
             step_ms = 1000 * (time.perf_counter() - t0)  # the smoothness probe below is not part of a step's time
+            if not skipped:
+                state["step_times_ms"].append(step_ms)
             if smooth and not skipped:
                 smoothness = local_smoothness(model, task, x, y, params, before, raw_grads)
             row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
                        clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
-                       smoothness=smoothness, step_time_ms=step_ms)
+                       smoothness=smoothness)
             if trace is not None:
                 row.update(trace())
-            if nonfinite_in_row >= cfg.max_nonfinite:
-                diverged_step, diverged_reason = step, f"{nonfinite_in_row} non-finite gradients in a row"
-        if diverged_step is not None or step % cfg.eval_every == 0 or step == cfg.steps:
+            if state["nonfinite_in_row"] >= cfg.max_nonfinite:
+                state["diverged_step"] = step
+                state["diverged_reason"] = f"{state['nonfinite_in_row']} non-finite gradients in a row"
+        if state["diverged_step"] is not None or step % cfg.eval_every == 0 or step == cfg.steps:
             row.update(evaluate(step))
-        rows.append(row)
-        logger.log(row, step=step)
+        state["rows"].append(row)
+        state["step"] = step
+        logger.log({**row, "step_time_ms": step_ms}, step=step)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_value:.3g}", grad_norm=f"{row.get('grad_norm', math.nan):.3g}")
-        if diverged_step is not None:
+        if state["diverged_step"] is not None:
             break
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_checkpoint(checkpoint, model, optimizer, clipper, batches, state)
     bar.close()
-    return rows, evals, (diverged_step, diverged_reason), nonfinite_steps
+    return state
 
 
-def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_reason, nonfinite_steps) -> dict:
-    """The numbers a report compares runs by, from the run's own step rows and evaluations."""
+def summarize(cfg, task, metrics: pd.DataFrame, state: dict) -> dict:
+    """The numbers a report compares runs by, from the run's own step rows, evaluations and step times."""
+    evals, diverged_step = state["evals"], state["diverged_step"]
     steps = metrics[metrics.step > 0]
     applied = steps[steps.skipped == 0]
     higher = task.metric in HIGHER_IS_BETTER
@@ -198,19 +262,20 @@ def summarize(cfg, task, metrics: pd.DataFrame, evals, diverged_step, diverged_r
         "lr": cfg.optim.lr * cfg.optim.lr_scale, "lr_scale": cfg.optim.lr_scale, "seed": cfg.seed,
         "steps": cfg.steps, "steps_run": int(steps.step.max()) if len(steps) else 0,
         "status": "diverged" if diverged_step is not None else "ok",
-        "diverged": diverged_step is not None, "diverged_step": diverged_step, "diverged_reason": diverged_reason,
+        "diverged": diverged_step is not None, "diverged_step": diverged_step,
+        "diverged_reason": state["diverged_reason"],
         "metric": task.metric, "higher_is_better": higher, "final_metric": final[task.metric],
         "final_eval": final, "best_metric": best, "best_step": best_step,
         "target_metric": task.target_metric, "target": cfg.task.target,
         "steps_to_target": reached[0] if reached else None,
         "clipped_fraction": float(applied.clipped.mean()) if len(applied) else 0.0,
-        "nonfinite_steps": nonfinite_steps,
+        "nonfinite_steps": state["nonfinite_steps"],
         "loss_spikes": count_spikes(steps.loss, cfg.spike_factor, cfg.spike_window),
         "spike_factor": cfg.spike_factor, "spike_window": cfg.spike_window,
         "initial_loss": float(steps.loss.iloc[0]) if len(steps) else None,
         "grad_norm_median": float(applied.grad_norm.median()) if len(applied) else None,
         "grad_norm_max": float(applied.grad_norm.max()) if len(applied) else None,
-        "step_time_ms_median": float(applied.step_time_ms.median()) if len(applied) else None,
+        "step_time_ms_median": float(np.median(state["step_times_ms"])) if state["step_times_ms"] else None,
         "cosine_median": float(applied.cosine.median()) if applied.cosine.notna().any() else None,
         "final_train_loss": float(steps.loss.tail(max(1, len(steps) // 10)).mean()) if len(steps) else None,
     }

@@ -1,0 +1,97 @@
+"""Resuming a sweep: which jobs are finished, and whether a folder's results may be mixed with this code's.
+
+A job is finished when its ``summary.json`` (written last, atomically) is valid: it parses, it was written by this
+code version and file schema, its status is ``ok`` or ``diverged``, and its ``metrics.csv`` is there. A rerun of the
+same sweep command (same ``hydra.sweep.dir``) skips finished jobs, resumes unfinished ones from their checkpoint and
+reruns failed ones. A folder holding results of other code, another schema or another config is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from gradclip.config import ConfigError
+
+SCHEMA_VERSION = 2  # layout of the job files (config.yaml, metrics.csv, summary.json); bump when it changes
+IGNORED_KEYS = ("logger", "report")  # config keys that do not change a run's numbers
+
+
+def code_version() -> str:
+    """The gradclip version and a hash of its source files: results of other code are never mixed in."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{version('gradclip')}+{digest.hexdigest()[:12]}"
+
+
+def stamp() -> dict:
+    return {"code_version": code_version(), "schema_version": SCHEMA_VERSION}
+
+
+def read_summary(job_dir: Path) -> dict | None:
+    """The job's summary if the job is finished by this code (see module docstring), else None."""
+    try:
+        summary = json.loads((Path(job_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or {k: summary.get(k) for k in stamp()} != stamp():
+        return None
+    if summary.get("status") not in ("ok", "diverged") or not (Path(job_dir) / "metrics.csv").is_file():
+        return None
+    return summary
+
+
+def results_config(resolved: dict) -> dict:
+    """The part of a job's resolved config that decides its numbers."""
+    return {k: v for k, v in resolved.items() if k not in IGNORED_KEYS and k != "hydra"}
+
+
+class MixedResultsError(ConfigError):
+    """A folder holds results this run must not be mixed with; the message is one line and says how to go on."""
+
+
+def job_config(cfg) -> dict:
+    """A job's resolved config as its config.yaml holds it (without hydra's own node)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True,
+                                  enum_to_str=True)
+
+
+def check_folder(folder: Path, jobs: list[tuple[Path, dict]]) -> int:
+    """Refuse a sweep (or run) folder holding results of other code, schema or config; return its finished jobs.
+
+    ``jobs`` are (job folder, ``job_config``) of every job about to run.
+    """
+    fresh = f"use a new hydra.sweep.dir (or hydra.run.dir), or delete {folder} to start fresh"
+    ours = stamp()
+    for path in [folder / "sweep.json"] + [job_dir / "summary.json" for job_dir, _ in jobs]:
+        try:
+            found = json.loads(path.read_text()) if path.is_file() else ours
+        except (OSError, ValueError):
+            found = {}
+        for key, value in ours.items():
+            if not isinstance(found, dict) or found.get(key) != value:
+                theirs = found.get(key, "unknown") if isinstance(found, dict) else "unknown"
+                raise MixedResultsError(f"{path.parent} holds results of {key.replace('_', ' ')} {theirs} "
+                                        f"(this is {value}); {fresh}")
+    finished = 0
+    for job_dir, resolved in jobs:
+        config_path = job_dir / "config.yaml"
+        if not config_path.is_file():
+            continue
+        try:
+            stored = yaml.safe_load(config_path.read_text())
+        except yaml.YAMLError:
+            stored = None
+        ours_yaml = yaml.safe_load(yaml.safe_dump(resolved))
+        if not isinstance(stored, dict) or results_config(stored) != results_config(ours_yaml):
+            raise MixedResultsError(f"{job_dir} holds a run of a different config; rerun the exact same command "
+                                    f"to resume, or {fresh}")
+        finished += read_summary(job_dir) is not None
+    return finished

@@ -1,0 +1,203 @@
+"""Sweeps that survive: resume, refusal to mix results, crashed jobs, unwritable folders, escaping, kills, launchers.
+
+Every test runs `python run.py -m ...` in a subprocess, as a user would; the slow ones kill sweeps and compare
+launchers (make test-slow).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+TINY = ["task=regression", "model=mlp", "optim.lr=0.001", "steps=20", "eval_every=10", "logger=none"]
+
+
+def summaries(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))}
+
+
+def test_rerun_skips_finished_jobs_and_refuses_another_config(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = run_cli("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"hydra.sweep.dir={sweep} to resume" in first.stdout
+    written = {p: p.stat().st_mtime_ns for p in sweep.glob("[0-9]*/*.*")}
+    again = run_cli("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 2 jobs finished before" in again.stdout and again.stdout.count("skipped") == 2
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("[0-9]*/*.*")} == written  # nothing rerun or rewritten
+    other = run_cli("-m", "seed=0,1", *TINY, "steps=30", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert other.stderr.startswith(f"error: {sweep / '0'} holds a run of a different config") and "start fresh" in other.stderr
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("[0-9]*/*.*")} == written
+
+
+@pytest.mark.parametrize("tamper,message", [
+    (lambda sweep: (sweep / "sweep.json").write_text('{"code_version": "0.0.1+abc", "schema_version": 2}'),
+     "holds results of code version 0.0.1+abc"),
+    (lambda sweep: ((sweep / "sweep.json").unlink(), (sweep / "1" / "summary.json").write_text('{"status": "ok"}')),
+     "holds results of code version unknown"),
+])
+def test_refuses_results_of_other_code_or_schema(tmp_path, tamper, message):
+    sweep = tmp_path / "sweep"
+    assert run_cli("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    tamper(sweep)
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result = run_cli("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr and f"delete {sweep} to start fresh" in result.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("mode", ["-m", None])
+def test_unwritable_output_folder_is_refused(tmp_path, mode):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    args = [mode] if mode else []
+    result = run_cli(*args, *TINY, f"hydra.sweep.dir={blocker}/sweep", f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot write there" in result.stderr and "is a file, not a folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+BUGGY_RUN = """
+import runpy, sys, torch
+import gradclip.training as training
+original = training.train_loop
+def train_loop(cfg, *args, **kwargs):
+    if cfg.seed == 1:
+        raise ZeroDivisionError("injected bug")
+    return original(cfg, *args, **kwargs)
+training.train_loop = train_loop
+sys.argv[0] = {run!r}
+runpy.run_path({run!r}, run_name="__main__")
+"""
+
+
+def test_a_crashing_job_is_recorded_and_the_sweep_and_report_complete(tmp_path):
+    """Job 1 hits a bug: jobs 0 and 2 finish, the report lists the failure, the exit code is 1; a rerun without the
+    bug reruns only job 1 and exits 0."""
+    script = tmp_path / "buggy_run.py"
+    script.write_text(BUGGY_RUN.format(run=str(ROOT / "run.py")))
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=0,1,2", *TINY, f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, text=True, capture_output=True,
+                            env={**os.environ, "CI": "true"}, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "error: 1 job(s) failed or did not finish: 1" in result.stderr
+    status = {job: s["status"] for job, s in summaries(sweep).items()}
+    assert status == {"0": "ok", "1": "failed", "2": "ok"}
+    assert summaries(sweep)["1"]["error"] == "ZeroDivisionError: injected bug"
+    md = (sweep / "report" / "report.md").read_text()
+    assert "## Failed or unfinished runs" in md and "| 1 | seed=1 " in md and "ZeroDivisionError: injected bug" in md
+    assert "ZeroDivisionError: injected bug" in (sweep / "report" / "report.html").read_text()
+    assert "| all runs | 2 |" in md  # the two finished runs are reported as usual
+
+    fixed = run_cli(*args, cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "2 of 3 jobs finished before" in fixed.stdout
+    assert {job: s["status"] for job, s in summaries(sweep).items()} == {"0": "ok", "1": "ok", "2": "ok"}
+    assert "Failed or unfinished" not in (sweep / "report" / "report.md").read_text()
+
+
+def test_config_strings_are_text_in_the_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    evil = "<script>alert(1)</script>"
+    result = run_cli("-m", f"setup_name='{evil}',plain", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = (sweep / "report" / "report.html").read_text()
+    assert "<script" not in page and "setup_name=&#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;" in page
+    md = (sweep / "report" / "report.md").read_text()
+    assert "<script" not in md and "setup_name='&lt;script>alert(1)&lt;/script>'" in md
+
+
+def test_slurm_example_config_composes():
+    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads."""
+    from hydra import compose, initialize_config_dir
+
+    from gradclip.callbacks import launcher_threads
+    from gradclip.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher_threads(cfg.hydra) == launcher.cpus_per_task == 2
+
+
+# ---------------------------------------------------------------- slow: kills and launchers
+LSTM = ["steps=240", "eval_every=40", "checkpoint_every=20", "model.hidden=64", "task.eval_tokens=2048",
+        "logger=none", "report=true"]
+SEEDS = "seed=0,1,2,3"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The sweep never interrupted, with Hydra's basic launcher (one job after another, torch's default threads)."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = run_cli("-m", SEEDS, *LSTM, f"hydra.sweep.dir={folder / 'sweep'}", cwd=folder, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return folder / "sweep"
+
+
+def assert_same_runs(sweep: Path, reference: Path) -> None:
+    """Every job once, complete, and its metrics.csv byte-identical to the reference's; no leftovers."""
+    assert sorted(summaries(sweep)) == sorted(summaries(reference)) == ["0", "1", "2", "3"]
+    for job in summaries(reference):
+        assert (sweep / job / "metrics.csv").read_bytes() == (reference / job / "metrics.csv").read_bytes(), job
+    assert not list(sweep.rglob("*.tmp")) and not list(sweep.rglob("checkpoint.pt"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_rerun_matches_a_sweep_never_killed(tmp_path, reference):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, str(ROOT / "run.py"), "-m", SEEDS, *LSTM, "hydra/launcher=joblib",
+               f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "CI": "true"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once one job is done and another has a checkpoint but no summary
+        done = {p.parent for p in sweep.glob("*/summary.json")}
+        if done and any(p.parent not in done for p in sweep.glob("*/checkpoint.pt")):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the sweep never reached a finished job and a checkpointed one")
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and its joblib workers, with no chance to clean up
+    process.wait()
+    finished = {job: (sweep / job / "summary.json").stat().st_mtime_ns for job in summaries(sweep)}
+    assert 1 <= len(finished) < 4 and not (sweep / "report").exists()
+
+    result = subprocess.run(command, cwd=tmp_path, env=env, text=True, capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(finished)} of 4 jobs finished before" in result.stdout
+    assert {job: (sweep / job / "summary.json").stat().st_mtime_ns for job in finished} == finished  # not rerun
+    resumed = [s["resumed_from_step"] for job, s in summaries(sweep).items() if job not in finished]
+    assert any(step > 0 for step in resumed), resumed  # at least one job went on from its checkpoint
+    assert_same_runs(sweep, reference)
+    assert (sweep / "report" / "report.md").read_text().count("\n| ") >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_give_the_same_results_and_one_report(tmp_path, reference, launcher):
+    sweep = tmp_path / "sweep"
+    one_core_each = ["hydra.launcher.cpus_per_task=1"] if launcher.startswith("submitit") else []
+    result = run_cli("-m", SEEDS, *LSTM, f"hydra/launcher={launcher}", *one_core_each, f"hydra.sweep.dir={sweep}",
+                     cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("report: ") == 1
+    built = (sweep / "report" / "report.md").stat().st_mtime_ns
+    assert all(built > (sweep / job / "summary.json").stat().st_mtime_ns for job in summaries(sweep))
+    assert_same_runs(sweep, reference)
+    threads = {s["threads"] for s in summaries(sweep).values()}
+    assert threads == {1}  # joblib: the cores shared among its workers; submitit: cpus_per_task

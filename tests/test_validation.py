@@ -1,0 +1,225 @@
+"""Every config key has a decided rule; a value that cannot work, or a corpus that cannot be read, is refused on one
+line before any work."""
+
+import re
+from enum import Enum
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from gradclip.config import ANY_VALUE_KEYS, RANGE_CHECKS, SCHEMA_NAMES, ConfigError, validate
+from gradclip.data import load_corpus
+
+from conftest import ROOT, run_cli
+
+OPTIONS = [f"{group}={path.stem}" for group in ("task", "model", "clip", "optim", "logger", "setup")
+           for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+EXPERIMENTS = [f"+experiment={path.stem}" for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))]
+
+
+def leaves(node: dict, prefix: str = ""):
+    """(dotted key, value) for every leaf of a nested dict."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_every_key_has_a_decided_rule(make_cfg):
+    """A new key fails here until it gets a RANGE_CHECKS row, an ANY_VALUE_KEYS entry or an Enum / bool type."""
+    seen, undecided = set(), {}
+    for option in OPTIONS + EXPERIMENTS:
+        cfg = make_cfg(option)
+        for key, value in leaves(OmegaConf.to_container(cfg)):
+            seen.add(key)
+            group, _, leaf = key.rpartition(".")
+            named_by_schema = leaf == "name" and OmegaConf.get_type(cfg[group]) in SCHEMA_NAMES
+            if not (key in RANGE_CHECKS or key in ANY_VALUE_KEYS or isinstance(value, (Enum, bool)) or named_by_schema):
+                undecided.setdefault(key, option)
+    assert not undecided, f"keys without a validation rule (key: first option that has it): {undecided}"
+    assert set(RANGE_CHECKS) | ANY_VALUE_KEYS <= seen, "rules for keys that no config has"
+
+
+GOOD = [[option] for option in OPTIONS if option.startswith(("setup=", "clip=", "optim=", "logger="))] + [
+    [experiment] for experiment in EXPERIMENTS] + [
+    ["task=adding", "model=rnn"], ["task=temporal_order", "model=lstm", "model.name=gru", "model.cell=gru"],
+    ["clip=norm", "clip.threshold=inf"], ["clip.threshold=5"], ["task.target=null"], ["seed=4294967295"],
+    ["task.level=word", "task.target=1.5"], ["task=digits", "model=mlp", "task.target=0"], ["diverge_factor=inf"],
+    ["setup=cliff", "task.goal=0.01", "task.x0=-3", "model.w0=-100"], ["logger=wandb", "logger.entity=someone"],
+]
+
+
+@pytest.mark.parametrize("overrides", GOOD, ids=" ".join)
+def test_shipped_options_and_edge_values_pass(make_cfg, overrides):
+    validate(make_cfg(*overrides))
+
+
+BAD = [  # (overrides, start of the one-line message)
+    (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
+    (["seed=4294967296"], "seed=4294967296: must be an integer in [0, 4294967295]"),
+    (["steps=0"], "steps=0: must be an integer >= 1"),
+    (["eval_every=0"], "eval_every=0: must be an integer >= 1"),
+    (["threads=-1"], "threads=-1: must be an integer >= 0"),
+    (["diverge_factor=1"], "diverge_factor=1.0: must be a number > 1"),
+    (["max_nonfinite=0"], "max_nonfinite=0: must be an integer >= 1"),
+    (["spike_factor=nan"], "spike_factor=nan: must be a number > 1"),
+    (["spike_window=0"], "spike_window=0: must be an integer >= 1"),
+    (["diag_every=0"], "diag_every=0: must be an integer >= 1"),
+    (["smoothness_every=-1"], "smoothness_every=-1: must be an integer >= 0"),
+    (["checkpoint_every=-1"], "checkpoint_every=-1: must be an integer >= 0"),
+    (["setup_name="], "setup_name='': must be a non-empty printable label"),
+    (["setup_name=' '"], "setup_name=' ': must be a non-empty printable label"),
+    (["optim.lr=inf"], "optim.lr=inf: must be a number > 0"),
+    (["optim.lr_scale=0"], "optim.lr_scale=0.0: must be a number > 0"),
+    (["optim.momentum=1"], "optim.momentum=1.0: must be a number in [0, 1)"),
+    (["optim.weight_decay=inf"], "optim.weight_decay=inf: must be a finite number >= 0"),
+    (["optim=adam", "optim.beta1=1"], "optim.beta1=1.0: must be a number in [0, 1)"),
+    (["optim=adam", "optim.beta2=-0.1"], "optim.beta2=-0.1: must be a number in [0, 1)"),
+    (["optim=adam", "optim.eps=0"], "optim.eps=0.0: must be a number > 0"),
+    (["clip.name="], "clip.name='': must be a non-empty printable label"),
+    (["clip.threshold=nan"], "clip.threshold=nan: must be a number > 0 (inf = never clip), or null"),
+    (["clip=agc", "clip.threshold=-1"], "clip.threshold=-1.0: must be a number > 0"),
+    (["clip=value", "clip.threshold=null"], "clip.threshold=None: clip=value needs a threshold > 0"),
+    (["clip=norm", "clip.threshold=nan"], "clip.threshold=nan: clip=norm needs a threshold > 0"),
+    (["clip=autoclip", "clip.percentile=0"], "clip.percentile=0.0: must be a number in (0, 100]"),
+    (["clip=agc", "clip.clip_factor=0"], "clip.clip_factor=0.0: must be a number > 0"),
+    (["clip=agc", "clip.agc_eps=-1"], "clip.agc_eps=-1.0: must be a number > 0"),
+    (["clip=zclip", "clip.alpha=1"], "clip.alpha=1.0: must be a number in (0, 1)"),
+    (["clip=zclip", "clip.z_thresh=inf"], "clip.z_thresh=inf: must be a number > 0"),
+    (["clip=zclip", "clip.warmup=0"], "clip.warmup=0: must be an integer >= 1"),
+    (["task.data_dir="], "task.data_dir='': must be a folder path"),
+    (["task.bptt=1"], "task.bptt=1: must be an integer >= 2"),
+    (["task.batch_size=0"], "task.batch_size=0: must be an integer >= 1"),
+    (["task.eval_tokens=1"], "task.eval_tokens=1: must be an integer >= 2"),
+    (["task.target=nan"], "task.target=nan: must be a finite number >= 0, or null"),
+    (["task.target=0"], "task.target=0.0: must be bits/char > 0 at task.level=char"),
+    (["task.level=word", "task.target=1"], "task.target=1.0: must be a perplexity > 1 at task.level=word"),
+    (["task=adding", "model=rnn", "task.seq_len=5"], "task.seq_len=5: must be an integer >= 10"),
+    (["task=adding", "model=rnn", "task.eval_size=0"], "task.eval_size=0: must be an integer >= 1"),
+    (["task=adding", "model=rnn", "task.data_seed=-1"], "task.data_seed=-1: must be an integer in [0, 4294967295]"),
+    (["task=temporal_order", "model=rnn", "task.target=5"], "task.target=5.0: must be in [0, 1]"),
+    (["task=digits", "model=mlp", "task.test_fraction=1"], "task.test_fraction=1.0: must be a number in (0, 1)"),
+    (["task=regression", "model=mlp", "task.samples=5"], "task.samples=5: must be an integer >= 10"),
+    (["task=regression", "model=mlp", "task.features=0"], "task.features=0: must be an integer >= 1"),
+    (["task=regression", "model=mlp", "task.noise=inf"], "task.noise=inf: must be a finite number >= 0"),
+    (["task=regression", "model=mlp", "task.target=-1"], "task.target=-1.0: must be a finite number >= 0"),
+    (["setup=cliff", "task.length=0"], "task.length=0: must be an integer >= 1"),
+    (["setup=cliff", "task.x0=inf"], "task.x0=inf: must be a finite number"),
+    (["setup=cliff", "task.goal=1"], "task.goal=1.0: must be a number in (0, 1)"),
+    (["setup=cliff", "model.w0=nan"], "model.w0=nan: must be a finite number"),
+    (["setup=cliff", "model.b0=-inf"], "model.b0=-inf: must be a finite number"),
+    (["model.embedding=0"], "model.embedding=0: must be an integer >= 1"),
+    (["model.hidden=0"], "model.hidden=0: must be an integer >= 1"),
+    (["model.layers=0"], "model.layers=0: must be an integer >= 1"),
+    (["task=digits", "model=mlp", "model.depth=-1"], "model.depth=-1: must be an integer >= 0"),
+    (["task=digits", "model=mlp", "model.width=0"], "model.width=0: must be an integer >= 1"),
+    (["task=digits", "model=mlp", "model.init_gain=0"], "model.init_gain=0.0: must be a number > 0"),
+    (["logger=wandb", "logger.project=a/b"], "logger.project='a/b': must be a W&B project name"),
+    (["logger=wandb", "logger.project="], "logger.project='': must be a W&B project name"),
+    (["logger=wandb", f"logger.project={'x' * 129}"], f"logger.project='{'x' * 129}': must be a W&B project name"),
+    (["task.name=adding"], "task.name='adding': must be charlm with the keys of CharLMTask"),
+    (["task=adding", "model=rnn", "task.name=digits"], "task.name='digits': must be adding or temporal_order"),
+    (["model.name=mlp"], "model.name='mlp': must be lstm or gru or rnn with the keys of RecurrentModel"),
+    (["task=digits", "model=mlp", "model.name=lstm"], "model.name='lstm': must be mlp with the keys of MLPModel"),
+    (["optim.name=adam"], "optim.name='adam': must be sgd with the keys of SGDConfig"),
+    (["logger.name=offline"], "logger.name='offline': must be wandb or none"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(overrides) for overrides, _ in BAD])
+def test_bad_value_is_refused_on_one_line(make_cfg, overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        validate(make_cfg(*overrides))
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_every_range_check_is_exercised():
+    assert set(RANGE_CHECKS) <= {re.match(r"[\w.]+", message).group() for _, message in BAD}
+
+
+TRAIN, VALID = "the cat sat on the mat\n" * 5, "the dog sat\n"
+CORPORA = [  # (files written over the good train.txt / valid.txt; None = a folder of that name; problem after "DIR: ")
+    ({"train.txt": ""}, "train.txt is empty"),
+    ({"valid.txt": " \n\t\n"}, "valid.txt is empty (whitespace only)"),
+    ({"train.txt": b"caf\xe9 au lait"}, "train.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
+    ({"valid.txt": None}, "valid.txt is not a regular file"),
+    ({"test.txt": b"\x00\xff"}, "test.txt is not UTF-8 text (byte 0xff at offset 1)"),
+    ({"test.txt": ""}, "test.txt is empty"),
+]
+
+
+def write_corpus(folder: Path, files: dict) -> Path:
+    folder.mkdir()
+    for name, content in {"train.txt": TRAIN, "valid.txt": VALID, **files}.items():
+        if content is None:
+            (folder / name).mkdir()
+        elif isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            (folder / name).write_text(content)
+    return folder
+
+
+@pytest.mark.parametrize("files,problem", CORPORA, ids=[problem for _, problem in CORPORA])
+def test_unusable_corpus_is_refused_by_validate_and_load_corpus(make_cfg, tmp_path, files, problem):
+    folder = write_corpus(tmp_path / "corpus", files)
+    for read in (lambda: validate(make_cfg(f"task.data_dir={folder}")), lambda: load_corpus(str(folder))):
+        with pytest.raises(ConfigError) as refused:
+            read()
+        assert str(refused.value) == f"task.data_dir={folder}: {problem}"
+
+
+def test_unreadable_corpus_is_refused(make_cfg, tmp_path, monkeypatch):
+    """Tests run as root, who can read a chmod 000 file: the PermissionError is simulated."""
+    folder = write_corpus(tmp_path / "corpus", {})
+    read_bytes = Path.read_bytes
+
+    def denied(path):
+        if path.name == "valid.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=re.escape(f"={folder}: valid.txt is not readable (permission denied)")):
+        validate(make_cfg(f"task.data_dir={folder}"))
+
+
+@pytest.mark.parametrize("overrides,problem", [
+    (["task.bptt=200"], "train.txt has 115 tokens at task.level=char; it needs at least 202 for task.bptt=200"),
+    (["task.level=word", "task.bptt=40"], "train.txt has 35 tokens at task.level=word; it needs at least 42 for task.bptt=40"),
+])
+def test_corpus_too_short_for_bptt(make_cfg, tmp_path, overrides, problem):
+    folder = write_corpus(tmp_path / "corpus", {})
+    with pytest.raises(ConfigError) as refused:
+        validate(make_cfg(f"task.data_dir={folder}", *overrides))
+    assert str(refused.value) == f"task.data_dir={folder}: {problem}"
+
+
+def test_one_character_valid_txt_is_too_short(make_cfg, tmp_path):
+    folder = write_corpus(tmp_path / "corpus", {"valid.txt": "x"})
+    with pytest.raises(ConfigError, match="valid.txt has 1 tokens at task.level=char; it needs at least 2"):
+        validate(make_cfg(f"task.data_dir={folder}"))
+
+
+def test_good_corpus_reads_as_text_mode_would(make_cfg, tmp_path):
+    folder = write_corpus(tmp_path / "corpus", {"train.txt": TRAIN.replace("\n", "\r\n"), "test.txt": "a\rb"})
+    validate(make_cfg(f"task.data_dir={folder}"))
+    splits, _ = load_corpus(str(folder))
+    assert splits == {"train": TRAIN, "valid": VALID, "test": "a\nb"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["setup=cliff", "task.goal=1"], "error: task.goal=1.0: must be a number in (0, 1)"),
+    (["-m", "setup=cliff", "model.w0=5,nan"], "error: model.w0=nan: must be a finite number"),
+    (["task.data_dir=../corpus"], "error: task.data_dir=../corpus: train.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
+])
+def test_cli_refuses_on_one_line_and_creates_nothing(tmp_path, args, message):
+    write_corpus(tmp_path / "corpus", {"train.txt": b"caf\xe9"})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = run_cli(*args, "logger=none", cwd=cwd)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert list(cwd.iterdir()) == []
