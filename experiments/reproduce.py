@@ -54,11 +54,11 @@ RESULTS = ROOT / "results"
 
 
 def run_sweep(name: str, results: Path, jobs: int, extra: list[str]) -> tuple[Path, float]:
-    """`python run.py -m +experiment=<name>` with the joblib launcher (one torch thread per worker)."""
+    """`python run.py -m +experiment=<name>` with the population launcher (one core per worker)."""
     folder = results / "runs" / name / time.strftime("%Y-%m-%d_%H-%M-%S")
     command = [sys.executable, str(ROOT / "run.py"), "-m", f"+experiment={name}", "logger=none", "threads=1",
-               "report=false", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}",
-               *extra]
+               "report=false", "hydra/launcher=population", f"hydra.launcher.n_jobs={jobs}",
+               f"hydra.sweep.dir={folder}", *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     return folder, time.perf_counter() - started

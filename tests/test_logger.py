@@ -10,7 +10,7 @@ import wandb
 
 from gradclip import logger
 from gradclip.logger import RunLogger
-from gradclip.training import train
+from gradclip.training import run_job
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_finish_failures_are_warnings(make_cfg, tmp_path, capsys):
 
 def test_training_writes_its_files_when_wandb_is_unreachable(make_cfg, tmp_path, capsys, unreachable):
     cfg = make_cfg("logger=wandb", "logger.mode=online", "steps=5", "task=regression", "model=mlp", "eval_every=5")
-    summary = train(cfg, tmp_path / "job", group="g", name="n", overrides=[])
+    summary = run_job(cfg, tmp_path / "job", group="g", name="n", overrides=[])
     job = tmp_path / "job"
     assert (job / "metrics.csv").exists() and json.loads((job / "summary.json").read_text())["name"] == "n"
     assert summary["steps_run"] > 0 and len(list((job / "wandb").glob("offline-run-*"))) == 1

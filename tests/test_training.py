@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import gradclip.training as training
-from gradclip.training import count_spikes, train
+from gradclip.training import count_spikes, run_job
 
 FAST = ["task=adding", "model=rnn", "task.seq_len=20", "steps=30", "eval_every=10", "optim.lr=0.05"]
 
 
 def run(make_cfg, tmp_path, *overrides, name="run"):
-    return train(make_cfg(*overrides), tmp_path / name, group="test", name=name, overrides=list(overrides))
+    return run_job(make_cfg(*overrides), tmp_path / name, group="test", name=name, overrides=list(overrides))
 
 
 def test_job_files(make_cfg, tmp_path):

@@ -39,8 +39,8 @@ def check_writable(folder: Path) -> None:
 
 
 def launcher_threads(hydra_cfg) -> int:
-    """Torch threads per job when the config says threads=0: the cores shared among the launcher's parallel workers
-    (joblib: cores / n_jobs; submitit: cpus_per_task), else 0 = torch's default (every core)."""
+    """Torch threads per job when the config says threads=0 (auto): the cores shared among the launcher's parallel
+    workers (joblib: cores / n_jobs; submitit: cpus_per_task), else 0 = torch's default (every core)."""
     launcher = hydra_cfg.get("launcher") or {}
     target = str(launcher.get("_target_", ""))
     cores = os.cpu_count() or 1

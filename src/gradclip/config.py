@@ -196,7 +196,7 @@ class Config:
     steps: int = 1000
     eval_every: int = 100
     device: Device = Device.auto
-    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    threads: int = 1  # torch threads per run; 0 = auto (the cores shared among a launcher's parallel workers)
     diverge_factor: float = 5.0  # training loss above this multiple of the first step's loss = diverged
     max_nonfinite: int = 5  # this many non-finite gradients in a row = diverged
     spike_factor: float = 1.5  # a step whose loss exceeds this multiple of the last `spike_window` steps' minimum
@@ -269,7 +269,7 @@ RANGE_CHECKS = {
     "seed": SEED,
     "steps": (lambda v: v >= 1, "an integer >= 1"),
     "eval_every": (lambda v: v >= 1, "an integer >= 1"),
-    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = auto)"),
     "diverge_factor": (lambda v: v > 1, "a number > 1"),
     "max_nonfinite": (lambda v: v >= 1, "an integer >= 1"),
     "spike_factor": (lambda v: v > 1, "a number > 1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -70,3 +72,65 @@ def build_model(cfg, task) -> nn.Module:
         return MLP(task.input_dim, task.output_dim, cfg.depth, cfg.width, cfg.activation.value, cfg.init_gain)
     return RecurrentNet(cfg.cell.value, cfg.hidden, cfg.layers, cfg.embedding, task.output_dim, task.readout,
                         vocab_size=task.vocab_size, input_dim=task.input_dim)
+
+
+def _same_mlps(models: list[nn.Module]) -> bool:
+    shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
+    first = models[0]
+    return all(type(m) is MLP for m in models) and all(s == shapes[0] for s in shapes) and all(
+        type(a) is type(b) for m in models for a, b in zip(m.net, first.net))
+
+
+class _StackedLinear(torch.autograd.Function):
+    """``x @ weight^T + bias`` for a stack of models (leading dimension), with the backward ``nn.Linear`` uses.
+
+    The forward and the input gradient are one batched product each; the weight gradient is each model's own
+    ``grad^T @ x``, as ``nn.Linear`` computes it: a batched product rounds differently there for some shapes
+    (10 x 32 @ 32 x 128 on this CPU), and the models' gradients must be bit-identical to the ones they get alone.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad.bmm(weight) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.stack([g.t().mm(xi) for g, xi in zip(grad, x)])  # bmm rounds differently here
+        return grad_x, grad_weight, grad.sum(1)
+
+
+def batched_forward(models: list[nn.Module], inputs: list, batched: bool) -> list[torch.Tensor]:
+    """Each model's output on its own input; with ``batched``, MLPs of one shape as one stack (``_StackedLinear``)."""
+    if not batched:
+        return [m(x) for m, x in zip(models, inputs)]
+    h = torch.stack(inputs)
+    for layers in zip(*(m.net for m in models)):
+        if isinstance(layers[0], nn.Linear):
+            weight = torch.stack([layer.weight for layer in layers])
+            bias = torch.stack([layer.bias for layer in layers])
+            h = _StackedLinear.apply(h, weight, bias)
+        else:
+            h = layers[0](h)  # the activation: elementwise
+    return list(h.unbind(0))
+
+
+def batching_is_exact(models: list[nn.Module], inputs: list) -> bool:
+    """Whether ``batched_forward(..., batched=True)`` gives every model, bit for bit, the outputs and gradients it
+    computes alone, tried on copies of the models with these inputs.
+
+    Batched matrix products are exact per model for most shapes on CPU, but not all (an output layer of width 1
+    goes through a matrix-vector kernel alone); the shapes, not the values, decide, so one probe per population
+    settles it. Not exact (or not MLPs of one shape): the models run one after another.
+    """
+    if len(models) < 2 or not _same_mlps(models):
+        return False
+    alone, together = copy.deepcopy(models), copy.deepcopy(models)
+    for m, x in zip(alone, inputs):
+        m(x).square().sum().backward()
+    outputs = batched_forward(together, inputs, batched=True)
+    torch.stack([out.square().sum() for out in outputs]).sum().backward()
+    return all(torch.equal(out, a(x)) for out, a, x in zip(outputs, alone, inputs)) and all(
+        torch.equal(p.grad, q.grad) for a, t in zip(alone, together) for p, q in zip(a.parameters(), t.parameters()))

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from importlib.metadata import version
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from gradclip.clipping import Clipper
 from gradclip.data import build_task
 from gradclip.files import write_atomic, write_json
 from gradclip.logger import RunLogger
-from gradclip.models import build_model
+from gradclip.models import batched_forward, batching_is_exact, build_model
 from gradclip.sweep import job_config, read_summary, stamp
 
 HIGHER_IS_BETTER = {"accuracy"}
@@ -60,60 +61,111 @@ def count_spikes(losses: pd.Series, factor: float, window: int) -> int:
     return int((losses > factor * previous_min).sum())
 
 
-def run_job(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
-    """One job of a sweep, never raising: skipped when already finished, resumed from its checkpoint when it was
-    interrupted, and a crash recorded in summary.json (status "failed") so the rest of the sweep and the report go on.
-    """
-    job_dir = Path(job_dir)
-    finished = read_summary(job_dir)
-    if finished is not None:
-        tqdm.write(f"{name}: finished before ({finished['status']}), skipped")
-        return finished
+@dataclass
+class Job:
+    """One run of a sweep: its config, its folder, and how the report and W&B name it."""
+
+    cfg: DictConfig
+    job_dir: Path
+    group: str
+    name: str
+    overrides: list[str]
+
+
+def failure(job: Job, exc: Exception) -> dict:
+    """Record a crash (a bug, a full disk) as the job's result: summary.json with status "failed", never raised."""
+    error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    summary = {"status": "failed", "error": error, "traceback": traceback.format_exc(), "group": job.group,
+               "name": job.name, "overrides": list(job.overrides), "seed": job.cfg.seed,
+               "setup_name": job.cfg.setup_name, **stamp()}
+    tqdm.write(f"error: job {job.name} failed: {error}", file=sys.stderr)
     try:
-        return train(cfg, job_dir, group, name, overrides)
-    except Exception as exc:  # a bug or a full disk: recorded as this job's result, never a dead sweep
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-        summary = {"status": "failed", "error": error, "traceback": traceback.format_exc(), "group": group,
-                   "name": name, "overrides": list(overrides), "seed": cfg.seed, "setup_name": cfg.setup_name,
-                   **stamp()}
-        print(f"error: job {name} failed: {error}", file=sys.stderr)
-        try:
-            write_json(job_dir / "summary.json", summary)
-        except OSError as again:
-            print(f"error: job {name}: could not record the failure in {job_dir} either: {again}", file=sys.stderr)
-        return summary
-
-
-def train(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
-    """Train one model as ``cfg`` says (from ``job_dir``'s checkpoint if there is one), write the job's files."""
-    started = time.perf_counter()
-    job_dir = Path(job_dir)
-    resolved = job_config(cfg)
-    write_atomic(job_dir / "config.yaml", OmegaConf.to_yaml(resolved))
-
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device.value)
-    torch.manual_seed(cfg.seed)
-    task = build_task(cfg.task, device)
-    model = build_model(cfg.model, task).to(device)
-    logger = RunLogger(cfg.logger, str(job_dir), group=group, name=name, config=resolved)
-    summary: dict = {}
-    try:
-        state = train_loop(cfg, task, model, logger, desc=name, checkpoint=job_dir / CHECKPOINT)
-        metrics = pd.DataFrame(state["rows"])
-        metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
-        write_atomic(job_dir / "metrics.csv", metrics.to_csv(index=False))
-        summary = summarize(cfg, task, metrics, state)
-        summary.update(group=group, name=name, overrides=list(overrides), device=str(device),
-                       threads=torch.get_num_threads(), versions=versions(), data=task.info,
-                       wall_time_s=time.perf_counter() - started, resumed_from_step=state["resumed_from_step"],
-                       **stamp())
-        write_json(job_dir / "summary.json", summary)
-        (job_dir / CHECKPOINT).unlink(missing_ok=True)
-    finally:
-        logger.finish(summary)  # always: W&B would otherwise carry this run into the next job of the process
+        write_json(Path(job.job_dir) / "summary.json", summary)
+    except OSError as again:
+        tqdm.write(f"error: job {job.name}: could not record the failure in {job.job_dir} either: {again}",
+                   file=sys.stderr)
     return summary
+
+
+def run_job(cfg: DictConfig, job_dir: str | Path, group: str, name: str, overrides: list[str]) -> dict:
+    """One job (a population of one): see ``run_jobs``."""
+    return run_jobs([Job(cfg, Path(job_dir), group, name, list(overrides))])[0]
+
+
+def run_jobs(jobs: list[Job]) -> list[dict]:
+    """Train ``jobs`` together as one population and return their summaries, never raising for one job's sake.
+
+    A job already finished is skipped; one interrupted resumes from its checkpoint; one that crashes is recorded
+    in its summary.json (status "failed") and the others go on. The jobs must share task and model config
+    (``population_key``); each keeps its own seed, data order, optimizer, clipper and files. Their forward and
+    backward are batched only where that is bit-identical to each run alone (``batching_is_exact``), so a run's
+    numbers never depend on the population it was trained in.
+    """
+    summaries: dict[int, dict] = {}
+    runs: dict[int, Run] = {}
+    shared: dict = {}
+    exact: dict[tuple, bool] = {}
+    for i, job in enumerate(jobs):
+        finished = read_summary(job.job_dir)
+        if finished is not None:
+            tqdm.write(f"{job.name}: finished before ({finished['status']}), skipped")
+            summaries[i] = finished
+            continue
+        try:
+            runs[i] = Run(job, shared)
+        except Exception as exc:
+            summaries[i] = failure(job, exc)
+    for run in runs.values():
+        run.population = len(runs)
+    quiet = bool(os.environ.get("CI")) or None  # None: tqdm shows a bar only on a terminal
+    desc = jobs[0].name if len(jobs) == 1 else f"population of {len(runs)}"
+    total = max((r.cfg.steps for r in runs.values()), default=0)
+    bar = tqdm(total=total, initial=min((r.state["step"] for r in runs.values()), default=0), desc=desc or "run",
+               disable=quiet, mininterval=0.5, leave=False)
+    while active := {i: r for i, r in runs.items() if r.active and i not in summaries}:
+        try:
+            for i, run in active.items():
+                run.begin_step()
+            models, inputs = [r.model for r in active.values()], [r.x for r in active.values()]
+            if tuple(active) not in exact:  # probed again whenever the population changes
+                exact[tuple(active)] = batching_is_exact(models, inputs)
+            outputs = batched_forward(models, inputs, batched=exact[tuple(active)])
+            for run in active.values():
+                run.batched_steps += exact[tuple(active)]
+        except Exception as exc:  # the shared forward: every run in it fails
+            summaries.update({i: failure(r.job, exc) for i, r in active.items()})
+            continue
+        for (i, run), out in zip(list(active.items()), outputs):
+            try:
+                run.check_loss(out)
+            except Exception as exc:
+                summaries[i] = failure(run.job, exc)
+                del active[i]
+        training = [r.loss for r in active.values() if r.training]
+        if training:
+            torch.stack(training).sum().backward()  # each run's gradient is its own: d(sum)/d(loss_i) = 1
+        for i, run in active.items():
+            try:
+                run.end_step()
+            except Exception as exc:
+                summaries[i] = failure(run.job, exc)
+        bar.update(1)
+        step = max(r.state["step"] for r in active.values())
+        if step % 20 == 0 and len(active) == 1:
+            run = next(iter(active.values()))
+            bar.set_postfix(loss=f"{run.row['loss']:.3g}", grad_norm=f"{run.row.get('grad_norm', math.nan):.3g}")
+    bar.close()
+    for i, run in runs.items():
+        if i not in summaries:
+            try:
+                summaries[i] = run.finish()
+            except Exception as exc:
+                summaries[i] = failure(run.job, exc)
+            finally:
+                run.logger.finish(summaries.get(i, {}))  # always: W&B would otherwise carry this run into the next
+        else:
+            run.logger.finish({})
+    return [summaries[i] for i in range(len(jobs))]
 
 
 def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
@@ -155,56 +207,91 @@ def load_checkpoint(path: Path, model, optimizer, clipper, batches: torch.Genera
     return saved["state"]
 
 
-def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str, checkpoint: Path | None = None) -> dict:
-    """The optimisation itself, resumed from ``checkpoint`` when that file exists and saved there every
-    ``cfg.checkpoint_every`` steps. Returns the loop state: per-step rows, evaluations, divergence, step times.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(cfg.optim, params)
-    batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
-    output_layer = getattr(model, "output_layer", None)
-    never_clipped = {id(p) for p in output_layer.parameters()} if output_layer is not None else set()
-    clipper = Clipper(cfg.clip, seed=cfg.seed, exclude=never_clipped)
-    trace = getattr(model, "trace", None)
+class Run:
+    """One run's training, one step at a time, so that runs of a population can share the forward and backward.
 
-    def evaluate(step: int) -> dict:
-        model.eval()
-        scores = task.evaluate(model)
-        model.train()
-        state["evals"].append((step, scores))
+    Set up as ``cfg`` says, or resumed from ``job_dir``'s checkpoint (saved every ``cfg.checkpoint_every`` steps).
+    A step is ``begin_step`` (batch), the forward (``batched_forward``, shared), ``check_loss`` (divergence), the
+    backward (shared), ``end_step`` (clip, update, diagnostics, evaluation, checkpoint). ``shared`` caches the task
+    among runs with the same task config.
+    """
+
+    def __init__(self, job: Job, shared: dict):
+        self.started = time.perf_counter()
+        self.job, self.cfg = job, job.cfg
+        cfg = self.cfg
+        self.resolved = job_config(cfg)
+        write_atomic(job.job_dir / "config.yaml", OmegaConf.to_yaml(self.resolved))
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device.value)
+        torch.manual_seed(cfg.seed)
+        task_key = (OmegaConf.to_yaml(cfg.task), str(self.device))
+        if task_key not in shared:  # building a task draws nothing from torch's generator (a test checks it)
+            shared[task_key] = build_task(cfg.task, self.device)
+        self.task = task = shared[task_key]
+        self.model = model = build_model(cfg.model, task).to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(cfg.optim, self.params)
+        self.batches = torch.Generator().manual_seed(cfg.seed)  # same data order for every clip setting at one seed
+        output_layer = getattr(model, "output_layer", None)
+        never_clipped = {id(p) for p in output_layer.parameters()} if output_layer is not None else set()
+        self.clipper = Clipper(cfg.clip, seed=cfg.seed, exclude=never_clipped)
+        self.trace = getattr(model, "trace", None)
+        self.checkpoint = job.job_dir / CHECKPOINT
+        self.population, self.batched_steps = 1, 0  # run_jobs sets the population size and counts batched steps
+        self.logger = RunLogger(cfg.logger, str(job.job_dir), group=job.group, name=job.name, config=self.resolved)
+        if cfg.checkpoint_every and self.checkpoint.is_file():
+            self.state = load_checkpoint(self.checkpoint, model, self.optimizer, self.clipper, self.batches,
+                                         self.device)
+            self.state["resumed_from_step"] = self.state["step"]
+        else:
+            self.state = {"step": 0, "rows": [], "evals": [], "initial_loss": None, "nonfinite_in_row": 0,
+                          "nonfinite_steps": 0, "diverged_step": None, "diverged_reason": None,
+                          "step_times_ms": [], "resumed_from_step": 0}
+            self.state["rows"].append({"step": 0, **self.evaluate(0)})
+            self.logger.log(self.state["rows"][0], step=0)
+
+    @property
+    def active(self) -> bool:
+        return self.state["diverged_step"] is None and self.state["step"] < self.cfg.steps
+
+    def evaluate(self, step: int) -> dict:
+        self.model.eval()
+        scores = self.task.evaluate(self.model)
+        self.model.train()
+        self.state["evals"].append((step, scores))
         return {f"val_{k}": v for k, v in scores.items()}
 
-    if checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, model, optimizer, clipper, batches, next(model.parameters()).device)
-        state["resumed_from_step"] = state["step"]
-    else:
-        state = {"step": 0, "rows": [], "evals": [], "initial_loss": None, "nonfinite_in_row": 0,
-                 "nonfinite_steps": 0, "diverged_step": None, "diverged_reason": None, "step_times_ms": [],
-                 "resumed_from_step": 0}
-        state["rows"].append({"step": 0, **evaluate(0)})
-        logger.log(state["rows"][0], step=0)
-    quiet = bool(os.environ.get("CI")) or None  # None: tqdm shows a bar only on a terminal
-    bar = tqdm(range(state["step"] + 1, cfg.steps + 1), desc=desc or "run", disable=quiet, mininterval=0.5,
-               leave=False, initial=state["step"], total=cfg.steps)
-    for step in bar:
-        t0, step_ms = time.perf_counter(), math.nan
-        x, y = task.batch(batches)
-        loss = task.loss(model(x), y)
-        loss_value = loss.item()
+    def begin_step(self) -> None:
+        self.t0 = time.perf_counter()
+        self.step = self.state["step"] + 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.x, self.y = self.task.batch(self.batches)
+
+    def check_loss(self, out: torch.Tensor) -> None:
+        """The step's loss; a non-finite one, or one above diverge_factor x the first, ends the run as diverged."""
+        cfg, state = self.cfg, self.state
+        self.loss = self.task.loss(out, self.y)
+        value = self.loss.item()
         if state["initial_loss"] is None:
-            state["initial_loss"] = loss_value
-        row = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
-        if not math.isfinite(loss_value) or loss_value > cfg.diverge_factor * state["initial_loss"]:
-            state["diverged_step"] = step
-            state["diverged_reason"] = ("non-finite loss" if not math.isfinite(loss_value)
+            state["initial_loss"] = value
+        self.row = {"step": self.step, "loss": value, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.training = math.isfinite(value) and value <= cfg.diverge_factor * state["initial_loss"]
+        if not self.training:
+            state["diverged_step"] = self.step
+            state["diverged_reason"] = ("non-finite loss" if not math.isfinite(value)
                                         else f"loss > {cfg.diverge_factor:g} x initial loss")
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+
+    def end_step(self) -> None:
+        """After the backward: clip, update, diagnostics; then the evaluation, the log and the checkpoint."""
+        cfg, state, step, row, params = self.cfg, self.state, self.step, self.row, self.params
+        step_ms = math.nan
+        if self.training:
             smooth = cfg.smoothness_every > 0 and step % cfg.smoothness_every == 0
             diagnose = smooth or step % cfg.diag_every == 0
             raw_grads = [p.grad.detach().clone() for p in params] if smooth else None
-            stats = clipper(params, measure=diagnose)
+            stats = self.clipper(params, measure=diagnose)
             skipped = not math.isfinite(stats.pre_norm)
             update_norm = smoothness = math.nan
             if skipped:  # never apply a non-finite gradient; too many in a row = diverged
@@ -214,35 +301,44 @@ def train_loop(cfg: DictConfig, task, model, logger: RunLogger, desc: str, check
             else:
                 state["nonfinite_in_row"] = 0
                 before = [p.detach().clone() for p in params] if diagnose else None
-                optimizer.step()
+                self.optimizer.step()
                 if diagnose:
                     update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
-            step_ms = 1000 * (time.perf_counter() - t0)  # the smoothness probe below is not part of a step's time
+            step_ms = 1000 * (time.perf_counter() - self.t0)  # the smoothness probe is not part of a step's time
             if not skipped:
                 state["step_times_ms"].append(step_ms)
             if smooth and not skipped:
-                smoothness = local_smoothness(model, task, x, y, params, before, raw_grads)
+                smoothness = local_smoothness(self.model, self.task, self.x, self.y, params, before, raw_grads)
             row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
                        clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
                        smoothness=smoothness)
-            if trace is not None:
-                row.update(trace())
+            if self.trace is not None:
+                row.update(self.trace())
             if state["nonfinite_in_row"] >= cfg.max_nonfinite:
                 state["diverged_step"] = step
                 state["diverged_reason"] = f"{state['nonfinite_in_row']} non-finite gradients in a row"
         if state["diverged_step"] is not None or step % cfg.eval_every == 0 or step == cfg.steps:
-            row.update(evaluate(step))
+            row.update(self.evaluate(step))
         state["rows"].append(row)
         state["step"] = step
-        logger.log({**row, "step_time_ms": step_ms}, step=step)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3g}", grad_norm=f"{row.get('grad_norm', math.nan):.3g}")
-        if state["diverged_step"] is not None:
-            break
-        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(checkpoint, model, optimizer, clipper, batches, state)
-    bar.close()
-    return state
+        self.logger.log({**row, "step_time_ms": step_ms}, step=step)
+        if self.active and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(self.checkpoint, self.model, self.optimizer, self.clipper, self.batches, state)
+
+    def finish(self) -> dict:
+        """Write metrics.csv and summary.json (last: its presence means the job is finished), drop the checkpoint."""
+        job, state = self.job, self.state
+        metrics = pd.DataFrame(state["rows"])
+        metrics = metrics.reindex(columns=STEP_COLUMNS + [c for c in metrics.columns if c not in STEP_COLUMNS])
+        write_atomic(job.job_dir / "metrics.csv", metrics.to_csv(index=False))
+        summary = summarize(self.cfg, self.task, metrics, state)
+        summary.update(group=job.group, name=job.name, overrides=list(job.overrides), device=str(self.device),
+                       threads=torch.get_num_threads(), versions=versions(), data=self.task.info,
+                       wall_time_s=time.perf_counter() - self.started, resumed_from_step=state["resumed_from_step"],
+                       population=self.population, batched_steps=self.batched_steps, **stamp())
+        write_json(job.job_dir / "summary.json", summary)
+        self.checkpoint.unlink(missing_ok=True)
+        return summary
 
 
 def summarize(cfg, task, metrics: pd.DataFrame, state: dict) -> dict:

@@ -1,0 +1,95 @@
+"""The fast launcher for many small runs: `python run.py -m hydra/launcher=population ...`.
+
+Jobs that share task and model (they may differ in seed, clipping, optimizer and lr) are trained together as
+populations, one population per worker process and one core per worker: imports, data and Python start-up are paid
+once per worker, the task once per population, and MLPs of one shape share batched matrix products wherever that is
+bit-identical to each run alone (``gradclip.models.batching_is_exact``). Every job still gets its own folder and
+files, exactly as with Hydra's basic launcher, and the report is built once, after all jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from joblib import Parallel, delayed
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gradclip.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+
+def population_key(cfg: DictConfig) -> str:
+    """Runs with the same key can share a population: same task (same data), same model shape, same device."""
+    return OmegaConf.to_yaml({"task": cfg.task, "model": cfg.model, "device": str(cfg.device)})
+
+
+def split(indices: list[int], parts: int) -> list[list[int]]:
+    """``indices`` dealt round-robin into ``parts`` non-empty lists of near-equal size."""
+    parts = max(1, min(parts, len(indices)))
+    return [indices[i::parts] for i in range(parts)]
+
+
+def train_population(jobs: list, threads: int) -> list[dict]:
+    """One worker's share: its population trained with ``threads`` torch threads (runs in the worker process)."""
+    import torch
+
+    from gradclip.training import Job, run_jobs
+
+    torch.set_num_threads(threads)
+    return run_jobs([Job(cfg, Path(job_dir), group, name, overrides) for cfg, job_dir, group, name, overrides in jobs])
+
+
+class PopulationLauncher(Launcher):
+    """Hydra launcher: populations of compatible jobs, ``n_jobs`` worker processes (-1 = one per core)."""
+
+    def __init__(self, n_jobs: int = -1, max_population: int = 16) -> None:
+        self.n_jobs, self.max_population = n_jobs, max_population
+        self.config = self.hydra_context = None
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context  # the task function is run_jobs, not run.py's main
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        group = "_".join(sweep_dir.parts[-2:])  # one W&B group per sweep, as run.py names it
+        configs, jobs, groups = [], [], defaultdict(list)
+        for idx, overrides in enumerate(job_overrides):
+            num = initial_job_idx + idx
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id, cfg.hydra.job.num = f"{cfg.hydra.job.name}_{num}", num
+            job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
+            write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+            name = cfg.hydra.job.override_dirname or "defaults"
+            job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            configs.append(cfg)
+            jobs.append((job, str(job_dir), group, name, list(overrides)))
+            groups[population_key(job)].append(idx)
+        cores = os.cpu_count() or 1
+        workers = self.n_jobs if self.n_jobs > 0 else cores
+        per_group = [max(1, round(workers * len(members) / len(jobs))) for members in groups.values()]
+        populations = [part for members, parts in zip(groups.values(), per_group)
+                       for part in split(members, max(parts, math.ceil(len(members) / self.max_population)))]
+        workers = min(workers, len(populations))
+        threads = max(1, cores // workers)
+        log.info(f"Population launcher: {len(jobs)} jobs in {len(populations)} populations "
+                 f"({', '.join(str(len(p)) for p in populations)} runs), {workers} workers x {threads} threads, "
+                 f"sweep output dir: {sweep_dir}")
+        for idx, overrides in enumerate(job_overrides):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        results = Parallel(n_jobs=workers, backend="loky")(
+            delayed(train_population)([jobs[i] for i in members], threads) for members in populations)
+        summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
+        return [JobReturn(overrides=list(overrides), cfg=jobs[i][0], hydra_cfg=configs[i], working_dir=jobs[i][1],
+                          task_name=configs[i].hydra.job.name, status=JobStatus.COMPLETED, _return_value=summaries[i])
+                for i, overrides in enumerate(job_overrides)]
