@@ -95,9 +95,9 @@ def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, e
     run(make_cfg, tmp_path, *overrides, name="whole")
     save = training.save_checkpoint
 
-    def save_then_die(path, *args):
-        save(path, *args)
-        if args[-1]["step"] == 20:
+    def save_then_die(path, run):
+        save(path, run)
+        if run.state["step"] == 20:
             raise Killed
 
     monkeypatch.setattr(training, "save_checkpoint", save_then_die)

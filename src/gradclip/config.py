@@ -29,6 +29,12 @@ class Device(Enum):
     cuda = "cuda"
 
 
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast to bfloat16 (CPU or CUDA)
+    fp16 = "fp16"  # autocast to float16 with a GradScaler, unscaled before clipping
+
+
 class Level(Enum):
     char = "char"
     word = "word"
@@ -196,6 +202,7 @@ class Config:
     steps: int = 1000
     eval_every: int = 100
     device: Device = Device.auto
+    precision: Precision = Precision.fp32
     threads: int = 1  # torch threads per run; 0 = auto (the cores shared among a launcher's parallel workers)
     diverge_factor: float = 5.0  # training loss above this multiple of the first step's loss = diverged
     max_nonfinite: int = 5  # this many non-finite gradients in a row = diverged
@@ -373,6 +380,12 @@ def _token_count(text: str, level: Level) -> int:
     return len(text) if level == Level.char else len(text.split()) + len(text.splitlines())
 
 
+def _cuda_requested(cfg: DictConfig) -> bool:
+    import torch
+
+    return cfg.device == Device.cuda or (cfg.device == Device.auto and torch.cuda.is_available())
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that cannot work, before any file is written or any step is run."""
     clip, task = cfg.clip, cfg.task
@@ -413,6 +426,10 @@ def validate(cfg: DictConfig) -> None:
             if count < least:
                 raise ConfigError(f"task.data_dir={task.data_dir}: {split}.txt has {count} tokens at "
                                   f"task.level={task.level.value}; it needs at least {least} {why}")
+
+    if cfg.precision == Precision.fp16 and model != "mlp" and not _cuda_requested(cfg):
+        raise ConfigError(f"precision=fp16: model={model} has no float16 kernels on CPU (oneDNN); use precision=bf16, "
+                          "device=cuda, or an MLP")
 
     if cfg.device == Device.cuda:
         import torch

@@ -35,6 +35,7 @@ HIGHER_IS_BETTER = {"accuracy"}
 STEP_COLUMNS = ["step", "loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "skipped",
                 "update_norm", "cosine", "smoothness", "lr"]  # no timings: same config + seed = same file, bit for bit
 CHECKPOINT = "checkpoint.pt"
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast dtype
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,19 +130,21 @@ def run_jobs(jobs: list[Job]) -> list[dict]:
             models, inputs = [r.model for r in active.values()], [r.x for r in active.values()]
             if tuple(active) not in exact:  # probed again whenever the population changes
                 exact[tuple(active)] = batching_is_exact(models, inputs)
-            outputs = batched_forward(models, inputs, batched=exact[tuple(active)])
-            for run in active.values():
-                run.batched_steps += exact[tuple(active)]
+            first = next(iter(active.values()))
+            with torch.autocast(first.device.type, dtype=first.autocast, enabled=first.autocast is not None):
+                outputs = batched_forward(models, inputs, batched=exact[tuple(active)])
+                for run in active.values():
+                    run.batched_steps += exact[tuple(active)]
+                for (i, run), out in zip(list(active.items()), outputs):
+                    try:
+                        run.check_loss(out)
+                    except Exception as exc:
+                        summaries[i] = failure(run.job, exc)
+                        del active[i]
         except Exception as exc:  # the shared forward: every run in it fails
             summaries.update({i: failure(r.job, exc) for i, r in active.items()})
             continue
-        for (i, run), out in zip(list(active.items()), outputs):
-            try:
-                run.check_loss(out)
-            except Exception as exc:
-                summaries[i] = failure(run.job, exc)
-                del active[i]
-        training = [r.loss for r in active.values() if r.training]
+        training = [r.scaler.scale(r.loss) if r.scaler else r.loss for r in active.values() if r.training]
         if training:
             torch.stack(training).sum().backward()  # each run's gradient is its own: d(sum)/d(loss_i) = 1
         for i, run in active.items():
@@ -189,21 +192,25 @@ def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
     return change / distance if distance > 0 else math.nan
 
 
-def save_checkpoint(path: Path, model, optimizer, clipper, batches: torch.Generator, state: dict) -> None:
-    """Everything the loop needs to continue bit-identically, written atomically (tensors and plain values only)."""
+def save_checkpoint(path: Path, run: Run) -> None:
+    """Everything a run needs to continue bit-identically, written atomically (tensors and plain values only)."""
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "clipper": clipper.state_dict(),
-                "batches": batches.get_state(), "torch_rng": torch.get_rng_state(), "state": state}, buffer)
+    torch.save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "clipper": run.clipper.state_dict(), "batches": run.batches.get_state(),
+                "torch_rng": torch.get_rng_state(), "scaler": run.scaler.state_dict() if run.scaler else None,
+                "state": run.state}, buffer)
     write_atomic(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, model, optimizer, clipper, batches: torch.Generator, device) -> dict:
-    saved = torch.load(path, map_location=device, weights_only=True)  # never unpickles arbitrary objects
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    clipper.load_state_dict(saved["clipper"])
-    batches.set_state(saved["batches"])
+def load_checkpoint(path: Path, run: Run) -> dict:
+    saved = torch.load(path, map_location=run.device, weights_only=True)  # never unpickles arbitrary objects
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.clipper.load_state_dict(saved["clipper"])
+    run.batches.set_state(saved["batches"])
     torch.set_rng_state(saved["torch_rng"])
+    if run.scaler is not None:
+        run.scaler.load_state_dict(saved["scaler"])
     return saved["state"]
 
 
@@ -237,13 +244,14 @@ class Run:
         output_layer = getattr(model, "output_layer", None)
         never_clipped = {id(p) for p in output_layer.parameters()} if output_layer is not None else set()
         self.clipper = Clipper(cfg.clip, seed=cfg.seed, exclude=never_clipped)
+        self.autocast = AUTOCAST[cfg.precision.value]
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision.value == "fp16" else None
         self.trace = getattr(model, "trace", None)
         self.checkpoint = job.job_dir / CHECKPOINT
         self.population, self.batched_steps = 1, 0  # run_jobs sets the population size and counts batched steps
         self.logger = RunLogger(cfg.logger, str(job.job_dir), group=job.group, name=job.name, config=self.resolved)
         if cfg.checkpoint_every and self.checkpoint.is_file():
-            self.state = load_checkpoint(self.checkpoint, model, self.optimizer, self.clipper, self.batches,
-                                         self.device)
+            self.state = load_checkpoint(self.checkpoint, self)
             self.state["resumed_from_step"] = self.state["step"]
         else:
             self.state = {"step": 0, "rows": [], "evals": [], "initial_loss": None, "nonfinite_in_row": 0,
@@ -290,6 +298,8 @@ class Run:
         if self.training:
             smooth = cfg.smoothness_every > 0 and step % cfg.smoothness_every == 0
             diagnose = smooth or step % cfg.diag_every == 0
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # the true gradient, before clipping looks at its norm
             raw_grads = [p.grad.detach().clone() for p in params] if smooth else None
             stats = self.clipper(params, measure=diagnose)
             skipped = not math.isfinite(stats.pre_norm)
@@ -301,7 +311,7 @@ class Run:
             else:
                 state["nonfinite_in_row"] = 0
                 before = [p.detach().clone() for p in params] if diagnose else None
-                self.optimizer.step()
+                self.scaler.step(self.optimizer) if self.scaler is not None else self.optimizer.step()
                 if diagnose:
                     update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
             step_ms = 1000 * (time.perf_counter() - self.t0)  # the smoothness probe is not part of a step's time
@@ -312,6 +322,8 @@ class Run:
             row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
                        clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
                        smoothness=smoothness)
+            if self.scaler is not None:
+                self.scaler.update()  # after a non-finite gradient: a smaller scale next step
             if self.trace is not None:
                 row.update(self.trace())
             if state["nonfinite_in_row"] >= cfg.max_nonfinite:
@@ -323,7 +335,7 @@ class Run:
         state["step"] = step
         self.logger.log({**row, "step_time_ms": step_ms}, step=step)
         if self.active and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(self.checkpoint, self.model, self.optimizer, self.clipper, self.batches, state)
+            save_checkpoint(self.checkpoint, self)
 
     def finish(self) -> dict:
         """Write metrics.csv and summary.json (last: its presence means the job is finished), drop the checkpoint."""

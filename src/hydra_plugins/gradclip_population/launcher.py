@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def population_key(cfg: DictConfig) -> str:
-    """Runs with the same key can share a population: same task (same data), same model shape, same device."""
-    return OmegaConf.to_yaml({"task": cfg.task, "model": cfg.model, "device": str(cfg.device)})
+    """Runs with the same key can share a population: same task (same data), model shape, device and precision."""
+    return OmegaConf.to_yaml({"task": cfg.task, "model": cfg.model, "device": cfg.device.value,
+                              "precision": cfg.precision.value})
 
 
 def split(indices: list[int], parts: int) -> list[list[int]]:
