@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate reproduce figures clean
+.PHONY: setup run test test-slow report calibrate reproduce figures bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ calibrate: $(STAMP)
 	$(PY) experiments/calibration.py results/.calibration.new
 	rm -rf results/calibration && mv results/.calibration.new results/calibration
 	$(PY) -m gradclip.report results/calibration
+
+# Plain loop vs the suite, clip overhead, LSTM vs matmul peak: prints a table, writes benchmarks/RESULTS.md (< 10 min).
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
