@@ -139,3 +139,15 @@ def test_training_writes_its_files_when_wandb_is_unreachable(make_cfg, tmp_path,
     assert summary["steps_run"] > 0 and len(list((job / "wandb").glob("offline-run-*"))) == 1
     assert [line for line in stderr_lines(capsys) if line.startswith("warning:")] == [
         f"warning: W&B online mode: cannot connect to {unreachable}; logging offline to {job / 'wandb'} instead"]
+
+
+def test_runs_of_a_population_each_log_to_their_own_run(make_cfg, tmp_path, capsys):
+    """Two runs stepped together: two W&B runs open side by side, neither finished by the other's start."""
+    from gradclip.training import Job, run_jobs
+
+    overrides = ["logger=wandb", "logger.mode=offline", "task=digits", "model=mlp", "steps=5", "eval_every=5",
+                 "optim.lr=0.1"]
+    jobs = [Job(make_cfg(*overrides, f"seed={s}"), tmp_path / str(s), "g", f"r{s}", []) for s in range(2)]
+    assert [s["status"] for s in run_jobs(jobs)] == ["ok", "ok"]
+    assert stderr_lines(capsys) == []  # "W&B log failed (... Run is finished ...)" before create_new
+    assert all(len(list((tmp_path / str(s) / "wandb").glob("offline-run-*"))) == 1 for s in range(2))

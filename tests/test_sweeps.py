@@ -86,7 +86,7 @@ def test_a_crashing_job_is_recorded_and_the_sweep_and_report_complete(tmp_path):
     script = tmp_path / "buggy_run.py"
     script.write_text(BUGGY_RUN.format(run=str(ROOT / "run.py")))
     sweep = tmp_path / "sweep"
-    args = ["-m", "seed=0,1,2", *TINY, f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "seed=0,1,2", *TINY, "hydra/launcher=basic", f"hydra.sweep.dir={sweep}"]  # the bug: this process
     result = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, text=True, capture_output=True,
                             env={**os.environ, "CI": "true"}, timeout=300)
     assert result.returncode == 1, result.stderr
@@ -121,7 +121,8 @@ def test_population_launcher_gives_each_run_its_numbers_alone(tmp_path):
     """Deep MLPs trained as populations (batched products) by 2 workers: the files of a plain one-by-one sweep."""
     args = ["-m", "setup=digits_deep_mlp", "steps=30", "eval_every=10", "seed=0,1,2,3", "clip=none,norm1",
             "logger=none"]
-    plain = run_cli(*args, f"hydra.sweep.dir={tmp_path / 'plain'}", "report=false", cwd=tmp_path)
+    plain = run_cli(*args, "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'plain'}", "report=false",
+                    cwd=tmp_path)
     fast = run_cli(*args, "hydra/launcher=population", f"hydra.sweep.dir={tmp_path / 'fast'}", cwd=tmp_path)
     assert plain.returncode == 0 and fast.returncode == 0, fast.stderr
     assert "8 jobs in 2 populations (4, 4 runs), 2 workers x 1 threads" in fast.stderr + fast.stdout
@@ -157,7 +158,8 @@ SEEDS = "seed=0,1,2,3"
 def reference(tmp_path_factory) -> Path:
     """The sweep never interrupted, with Hydra's basic launcher (one job after another)."""
     folder = tmp_path_factory.mktemp("reference")
-    result = run_cli("-m", SEEDS, *LSTM, f"hydra.sweep.dir={folder / 'sweep'}", cwd=folder, timeout=600)
+    result = run_cli("-m", SEEDS, *LSTM, "hydra/launcher=basic", f"hydra.sweep.dir={folder / 'sweep'}", cwd=folder,
+                     timeout=600)
     assert result.returncode == 0, result.stderr
     return folder / "sweep"
 

@@ -111,7 +111,7 @@ class RunLogger:
             else:
                 settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S)
         init = dict(project=cfg.project, entity=cfg.entity, group=group, name=name, dir=job_dir, config=config,
-                    reinit="finish_previous")
+                    reinit="create_new")  # runs of a population log side by side
         self.run = _guarded("init", offline if mode == "online" else "continuing without W&B",
                             wandb.init, mode=mode, settings=settings, **init)
         if self.run is None and mode == "online":

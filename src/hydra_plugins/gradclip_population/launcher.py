@@ -70,7 +70,8 @@ class PopulationLauncher(Launcher):
             with open_dict(cfg):
                 cfg.hydra.job.id, cfg.hydra.job.num = f"{cfg.hydra.job.name}_{num}", num
             job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
-            write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+            if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
+                write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
             name = cfg.hydra.job.override_dirname or "defaults"
             job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             configs.append(cfg)
