@@ -66,3 +66,15 @@ def test_batching_is_refused_where_it_is_not_exact(make_cfg):
     inputs = [task.batch(torch.Generator().manual_seed(seed))[0] for seed in range(3)]
     assert not batching_is_exact(models, inputs)
     assert all(p.grad is None for m in models for p in m.parameters())  # the probe works on copies
+
+
+def test_a_population_whose_runs_all_crash_still_returns(make_cfg, tmp_path, monkeypatch):
+    import gradclip.training as training
+
+    def broken(self, out):
+        raise ValueError("bad loss")
+
+    monkeypatch.setattr(training.Run, "check_loss", broken)
+    summaries = run_jobs(jobs(make_cfg, tmp_path, ["task=digits", "model=mlp", "steps=5"], VARIANTS[:2]))
+    assert [s["status"] for s in summaries] == ["failed", "failed"]
+    assert all(s["error"] == "ValueError: bad loss" for s in summaries)

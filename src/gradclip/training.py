@@ -153,9 +153,7 @@ def run_jobs(jobs: list[Job]) -> list[dict]:
             except Exception as exc:
                 summaries[i] = failure(run.job, exc)
         bar.update(1)
-        step = max(r.state["step"] for r in active.values())
-        if step % 20 == 0 and len(active) == 1:
-            run = next(iter(active.values()))
+        if len(active) == 1 and (run := next(iter(active.values()))).state["step"] % 20 == 0:
             bar.set_postfix(loss=f"{run.row['loss']:.3g}", grad_norm=f"{run.row.get('grad_norm', math.nan):.3g}")
     bar.close()
     for i, run in runs.items():
