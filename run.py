@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
     group = "_".join(folder.parts[-2:])  # one W&B group per sweep: multirun/<date>/<time> -> <date>_<time>
-    if cfg.threads == 0 and launcher_threads(hc) > 0:
-        torch.set_num_threads(launcher_threads(hc))  # parallel workers share the cores: one slice each
+    if cfg.threads == 0 and (threads := launcher_threads(hc)) > 0:
+        torch.set_num_threads(threads)  # parallel workers share the cores: one slice each
     run_job(cfg, hc.runtime.output_dir, group=group, name=hc.job.override_dirname or "defaults",
             overrides=list(hc.overrides.task))
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from gradclip.config import ConfigError, exit_on_config_error, validate
 from gradclip.files import write_json
-from gradclip.sweep import check_folder, job_config, stamp
+from gradclip.sweep import check_folder, compose_job, job_config, stamp
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
@@ -68,15 +68,10 @@ class SuiteCallback(Callback):
         loader = GlobalHydra.instance().config_loader()
         folder = Path(config.hydra.sweep.dir)
         try:
-            composed = [loader.load_sweep_config(config, list(o)) for o in sweep_job_overrides(config)]
-            for job in composed:
+            composed = [compose_job(loader, config, o, num) for num, o in enumerate(sweep_job_overrides(config))]
+            for job, _ in composed:
                 validate(job)
-            jobs = []
-            for num, job in enumerate(composed):
-                with open_dict(job):
-                    job.hydra.job.num = num
-                jobs.append((folder / str(job.hydra.sweep.subdir), job_config(job)))
-            self.prepare(folder, jobs)
+            self.prepare(folder, [(job_dir, job_config(job)) for job, job_dir in composed])
         except Exception as exc:
             exit_on_config_error(exc)
 

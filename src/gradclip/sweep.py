@@ -55,6 +55,16 @@ class MixedResultsError(ConfigError):
     """A folder holds results this run must not be mixed with; the message is one line and says how to go on."""
 
 
+def compose_job(loader, config, overrides: list[str], num: int):
+    """Job ``num`` of a sweep as launchers compose it (``hydra.job.num`` and ``id`` set), and its folder."""
+    from omegaconf import open_dict
+
+    cfg = loader.load_sweep_config(config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id, cfg.hydra.job.num = f"{cfg.hydra.job.name}_{num}", num
+    return cfg, Path(str(config.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
 def job_config(cfg) -> dict:
     """A job's resolved config as its config.yaml holds it (without hydra's own node)."""
     from omegaconf import OmegaConf

@@ -18,9 +18,10 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from joblib import Parallel, delayed
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from gradclip.files import write_atomic
+from gradclip.sweep import compose_job
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,7 @@ class PopulationLauncher(Launcher):
         group = "_".join(sweep_dir.parts[-2:])  # one W&B group per sweep, as run.py names it
         configs, jobs, groups = [], [], defaultdict(list)
         for idx, overrides in enumerate(job_overrides):
-            num = initial_job_idx + idx
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(cfg):
-                cfg.hydra.job.id, cfg.hydra.job.num = f"{cfg.hydra.job.name}_{num}", num
-            job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
+            cfg, job_dir = compose_job(self.hydra_context.config_loader, self.config, overrides, initial_job_idx + idx)
             if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
                 write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
             name = cfg.hydra.job.override_dirname or "defaults"
