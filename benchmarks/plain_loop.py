@@ -1,6 +1,6 @@
 """The loop a user would write, for the benchmark's side (a): one nn.Module per run, runs one after another.
 
-    python benchmarks/plain_loop.py --setup adding_rnn --seeds 0-7 --clip norm1 --steps 300
+    python benchmarks/plain_loop.py --setup adding_rnn --seeds 0-7 --clip none,norm1 --steps 600
 
 Model, data, batch size and lr come from the suite's own conf/ (hydra.compose), so the work per step is the suite's.
 Prints one JSON line: model-steps, seconds, and how many logged losses were not finite.
@@ -66,13 +66,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", choices=sorted(SETUPS), required=True)
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-7"), help="0-7 (default) or 0,1,5")
-    parser.add_argument("--clip", choices=["none", "norm1"], required=True)
+    parser.add_argument("--clip", type=lambda text: text.split(","), required=True,
+                        help="none, norm1 or none,norm1 (every seed of each, in that order)")
     parser.add_argument("--steps", type=int, required=True)
     args = parser.parse_args()
+    if not set(args.clip) <= {"none", "norm1"}:
+        parser.error(f"--clip: {','.join(args.clip)} (choose from none, norm1)")
     started = time.perf_counter()
     cfg = compose_setup(args.setup)
-    losses = [loss for seed in args.seeds for loss in train(cfg, seed, args.steps, args.clip == "norm1")]
-    print(json.dumps({"setup": args.setup, "clip": args.clip, "model_steps": len(losses),
+    losses = [loss for clip in args.clip for seed in args.seeds
+              for loss in train(cfg, seed, args.steps, clip == "norm1")]
+    print(json.dumps({"setup": args.setup, "clip": ",".join(args.clip), "model_steps": len(losses),
                       "seconds": time.perf_counter() - started,
                       "nonfinite_losses": sum(not math.isfinite(v) for v in losses)}))
 

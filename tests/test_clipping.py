@@ -36,6 +36,20 @@ def test_norm_matches_torch_and_keeps_direction(raw):
     assert float(cosine) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("threshold, fires", [(lambda n: n / 2, True), (lambda n: n + 5e-7, True),
+                                              (lambda n: n * 2, False)])
+def test_norm_is_clip_grad_norm_bit_for_bit(raw, threshold, fires):
+    """Skipping the multiplication when nothing is clipped changes no bit, also just above the norm, where
+    clip_grad_norm_'s threshold / (norm + 1e-6) is still below 1 and must be applied."""
+    small = [g * 1e-4 for g in raw]  # norm ~1e-3: float32 resolves the 1e-6 that clip_grad_norm_ adds
+    norm = float(clip_grad_norm_(params_with_grads(*small), math.inf))
+    ours, ref = params_with_grads(*small), params_with_grads(*small)
+    stats = clip_gradients(ours, "norm", threshold(norm))
+    assert stats.pre_norm == float(clip_grad_norm_(ref, threshold(norm), foreach=True))
+    assert torch.equal(flat(ours), flat(ref))
+    assert stats.fired == fires and torch.equal(flat(ours), flat(params_with_grads(*small))) != fires
+
+
 def test_norm_closed_form_below_threshold_does_nothing(raw):
     params = params_with_grads(*raw)
     norm = float(torch.cat([g.flatten() for g in raw]).norm())

@@ -4,6 +4,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import gradclip.training as training
 from gradclip.training import count_spikes, run_job
@@ -21,8 +22,9 @@ def test_job_files(make_cfg, tmp_path):
     metrics = pd.read_csv(job / "metrics.csv")
     assert list(metrics.step) == list(range(31))  # step 0 = the evaluation before training
     assert metrics.val_mse.notna().sum() == 4  # steps 0, 10, 20, 30
-    for column in ["loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "update_norm", "lr"]:
+    for column in ["loss", "grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "lr"]:
         assert metrics[column].iloc[1:].notna().all(), column
+    assert list(metrics.step[metrics.update_norm.notna()]) == [10, 20, 30]  # diagnostics every diag_every=10 steps
     assert json.loads((job / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["status"] == "ok" and summary["steps_run"] == 30
     assert summary["data"]["seq_len"] == 20 and summary["versions"]["torch"] == torch.__version__
@@ -68,6 +70,26 @@ def test_nonfinite_gradients_are_skipped_then_diverge(make_cfg, tmp_path, monkey
     assert summary["diverged_step"] == 12 and "non-finite" in summary["diverged_reason"]
     assert summary["nonfinite_steps"] == 5
     assert all(torch.isfinite(p).all() for p in snapshots[12])  # no inf ever reached the weights
+
+
+@pytest.mark.parametrize("optim", [
+    {"name": "sgd", "lr": 0.1, "lr_scale": 1.0, "momentum": 0.0, "weight_decay": 0.0},
+    {"name": "sgd", "lr": 0.1, "lr_scale": 1.0, "momentum": 0.9, "weight_decay": 1e-3},
+    {"name": "adam", "lr": 1e-3, "lr_scale": 1.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2}])
+def test_optimizers_step_every_tensor_at_once_with_the_numbers_of_torchs_loop(optim):
+    """build_optimizer's foreach=True (one call per step) gives, bit for bit, torch's CPU default (a loop)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
+    copy = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    ours = training.build_optimizer(OmegaConf.create(optim), list(net.parameters()))
+    reference = type(ours)(copy, **{k: v for k, v in ours.defaults.items() if k != "foreach"}, foreach=False)
+    for step in range(50):
+        grads = [torch.randn_like(p) for p in copy]
+        for p, q, g in zip(net.parameters(), copy, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        reference.step()
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), copy))
 
 
 def test_spike_count():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch.nn.utils import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 EPS = 1e-6  # the same epsilon clip_grad_norm_ adds to the norm before dividing
 GLOBAL_SCALING = {"none", "norm", "autoclip", "zclip"}  # methods that multiply every gradient by one factor
@@ -43,8 +43,11 @@ def clip_gradients(parameters, method: str, threshold: float | None) -> ClipStat
         norm = float(get_total_norm(grads))
         return ClipStats(norm, norm, False)
     if method == "norm":  # Pascanu's Algorithm 1: g <- threshold * g / ||g|| when ||g|| > threshold
-        norm = clip_grad_norm_(params, threshold, foreach=True)
-        post = norm * _coefficient(norm, threshold)
+        norm = get_total_norm(grads, foreach=True)  # clip_grad_norm_, minus its multiplication by 1 when not clipping
+        coefficient = _coefficient(norm, threshold)
+        if coefficient < 1:
+            clip_grads_with_norm_(params, threshold, norm, foreach=True)
+        post = norm * coefficient
         return ClipStats(float(norm), float(post), bool(post < norm))
     if method == "value":  # element-wise, to [-threshold, threshold]
         before = float(get_total_norm(grads))
@@ -78,7 +81,7 @@ class Clipper:
     """One run's clipping, as ``clip`` config says; ``exclude`` = parameters AGC never clips (the output layer)."""
 
     def __init__(self, cfg, seed: int = 0, exclude: set[int] | None = None):
-        self.cfg, self.method = cfg, cfg.method.value
+        self.cfg, self.method, self.threshold = cfg, cfg.method.value, cfg.threshold  # read once: used every step
         self.exclude = exclude or set()
         self.history: list[float] = []  # autoclip: every finite pre-clip norm so far; zclip: its warm-up norms
         self.mean = self.var = None  # zclip
@@ -107,7 +110,7 @@ class Clipper:
     def _clip(self, params) -> ClipStats:
         cfg = self.cfg
         if self.method in ("none", "norm", "value", "per_tensor"):
-            return clip_gradients(params, self.method, cfg.threshold)
+            return clip_gradients(params, self.method, self.threshold)
         grads = [p.grad for p in params]
         norm = get_total_norm(grads)
         if not torch.isfinite(norm):

@@ -6,6 +6,7 @@ records the error there instead (``run_job``). Checkpoints every ``checkpoint_ev
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -16,6 +17,7 @@ import traceback
 from importlib.metadata import version
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,8 @@ STEP_COLUMNS = ["step", "loss", "grad_norm", "grad_norm_clipped", "clip_scale", 
                 "update_norm", "cosine", "smoothness", "lr"]  # no timings: same config + seed = same file, bit for bit
 CHECKPOINT = "checkpoint.pt"
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast dtype
+LOOP_KEYS = ("steps", "eval_every", "diag_every", "smoothness_every", "checkpoint_every", "diverge_factor",
+             "max_nonfinite")  # read on every step: copied out of the config once (an OmegaConf lookup is ~10 us)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,12 +49,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    """SGD or Adam; foreach: one call per step for all tensors (on CPU torch's default loops over them in Python;
+    the numbers are bit-identical, checked over 200 steps with momentum, weight decay and Adam)."""
     lr = cfg.lr * cfg.lr_scale
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                foreach=True)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
 
 
+@functools.cache
 def versions() -> dict[str, str]:
     names = ["gradclip", "torch", "hydra-core", "wandb", "numpy", "pandas", "scikit-learn"]
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
@@ -225,6 +233,7 @@ class Run:
         self.started = time.perf_counter()
         self.job, self.cfg = job, job.cfg
         cfg = self.cfg
+        self.loop = SimpleNamespace(**{key: cfg[key] for key in LOOP_KEYS})
         self.resolved = job_config(cfg)
         write_atomic(job.job_dir / "config.yaml", OmegaConf.to_yaml(self.resolved))
         if cfg.threads > 0:
@@ -260,7 +269,7 @@ class Run:
 
     @property
     def active(self) -> bool:
-        return self.state["diverged_step"] is None and self.state["step"] < self.cfg.steps
+        return self.state["diverged_step"] is None and self.state["step"] < self.loop.steps
 
     def evaluate(self, step: int) -> dict:
         self.model.eval()
@@ -277,7 +286,7 @@ class Run:
 
     def check_loss(self, out: torch.Tensor) -> None:
         """The step's loss; a non-finite one, or one above diverge_factor x the first, ends the run as diverged."""
-        cfg, state = self.cfg, self.state
+        cfg, state = self.loop, self.state
         self.loss = self.task.loss(out, self.y)
         value = self.loss.item()
         if state["initial_loss"] is None:
@@ -291,7 +300,7 @@ class Run:
 
     def end_step(self) -> None:
         """After the backward: clip, update, diagnostics; then the evaluation, the log and the checkpoint."""
-        cfg, state, step, row, params = self.cfg, self.state, self.step, self.row, self.params
+        cfg, state, step, row, params = self.loop, self.state, self.step, self.row, self.params
         step_ms = math.nan
         if self.training:
             smooth = cfg.smoothness_every > 0 and step % cfg.smoothness_every == 0
