@@ -1,6 +1,7 @@
 """Train and compare: `python run.py -m clip=none,norm1` (any config key can be overridden; see README)."""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -29,6 +30,10 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     register_schemas()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # config errors come back to us, to be printed on one line
+    if {"-m", "--multirun"} & set(sys.argv) and not any("hydra/launcher=" in arg for arg in sys.argv):
+        from hydra_plugins.gradclip_population.launcher import start_worker_server
+
+        start_worker_server()  # the default launcher's workers: their imports overlap Hydra's start-up
     try:
         main()
     except Exception as exc:

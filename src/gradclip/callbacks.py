@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from gradclip.config import ConfigError, exit_on_config_error, validate
 from gradclip.files import write_json
-from gradclip.sweep import check_folder, compose_job, job_config, stamp
+from gradclip.sweep import check_folder, compose_job, failed_runs, job_config, stamp
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
@@ -99,13 +99,11 @@ class SuiteCallback(Callback):
 
     def finish(self, folder: Path, config: DictConfig) -> None:
         """Build the report (if asked), then exit with status 1 when any job failed or did not finish."""
-        from gradclip.report import failed_runs
-
         if config.report:
             print(f"report: {self.build_report(folder, config).resolve()}")
         failed = failed_runs(folder)
-        if not failed.empty:
-            print(f"error: {len(failed)} job(s) failed or did not finish: {', '.join(failed.run)} "
+        if failed:
+            print(f"error: {len(failed)} job(s) failed or did not finish: {', '.join(f['run'] for f in failed)} "
                   "(errors in their summary.json and in the report)", file=sys.stderr)
             sys.exit(1)
 

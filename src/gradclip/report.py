@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -22,33 +21,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-import yaml  # noqa: E402
 
 from gradclip.files import write_atomic  # noqa: E402
+from gradclip.sweep import failed_runs, job_summaries, run_name  # noqa: E402
 
 MAX_POINTS = 1000  # points per run in a line plot; longer runs are averaged into this many bins
 
 
 # ---------------------------------------------------------------- loading
-def job_summaries(folder: Path) -> list[tuple[Path, dict | None]]:
-    """Every job folder below ``folder`` (it has a config.yaml or a summary.json), in job order, with its summary
-    (None if missing or unreadable)."""
-    found = {path.parent for name in ("config.yaml", "summary.json") for path in folder.rglob(name)
-             if not {"report", "wandb", ".hydra"} & set(path.relative_to(folder).parts)}
-    jobs = []
-    for job_dir in sorted(found, key=lambda p: _natural_key(p.relative_to(folder))):
-        try:
-            summary = json.loads((job_dir / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = None
-        jobs.append((job_dir, summary))
-    return jobs
-
-
-def _run_name(folder: Path, job_dir: Path) -> str:
-    return str(job_dir.relative_to(folder)) if job_dir != folder else job_dir.name
-
-
 def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per finished job (its summary.json) and all their metric rows, with a `group` label per run.
 
@@ -59,7 +39,7 @@ def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for job_dir, summary in job_summaries(folder):
         if summary is None or summary.get("status") == "failed":
             continue
-        run = _run_name(folder, job_dir)
+        run = run_name(folder, job_dir)
         summaries.append({**summary, "run": run})
         frame = pd.read_csv(job_dir / "metrics.csv")
         metrics.append(frame.assign(run=run, seed=summary["seed"]))
@@ -69,28 +49,6 @@ def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["group"] = group_labels(runs["overrides"].tolist())
     steps = pd.concat(metrics, ignore_index=True).merge(runs[["run", "group", "task"]], on="run")
     return runs, steps
-
-
-def _overrides(job_dir: Path, summary: dict | None) -> str:
-    """A job's command-line overrides, from its summary or else from Hydra's .hydra/overrides.yaml."""
-    if summary and "overrides" in summary:
-        return " ".join(summary["overrides"])
-    path = job_dir / ".hydra" / "overrides.yaml"
-    return " ".join(yaml.safe_load(path.read_text()) or []) if path.is_file() else ""
-
-
-def failed_runs(folder: Path) -> pd.DataFrame:
-    """Jobs that crashed (their summary.json says why) or never finished (no summary.json), one row each."""
-    rows = [{"run": _run_name(folder, job_dir), "overrides": _overrides(job_dir, summary),
-             "status": "failed" if summary else "unfinished",
-             "error": summary.get("error", "") if summary else "no summary.json: killed, or still running"}
-            for job_dir, summary in job_summaries(folder) if summary is None or summary.get("status") == "failed"]
-    return pd.DataFrame(rows, columns=["run", "overrides", "status", "error"])
-
-
-def _natural_key(path: Path):
-    """Job folders in numeric order (2 before 10); names sort after numbers."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def group_labels(overrides: list[list[str]]) -> list[str]:
@@ -375,7 +333,7 @@ def build_report(folder: str | Path) -> Path:
     Failed and unfinished jobs are listed first; a report is written even when no job finished.
     """
     folder = Path(folder)
-    failed = failed_runs(folder)
+    failed = pd.DataFrame(failed_runs(folder), columns=["run", "overrides", "status", "error"])
     try:
         runs, steps = load_runs(folder)
     except FileNotFoundError:

@@ -1,4 +1,5 @@
-"""Resuming a sweep: which jobs are finished, and whether a folder's results may be mixed with this code's.
+"""Resuming a sweep: which jobs are finished, and whether a folder's results may be mixed with this code's; the
+jobs below a folder and which of them failed (light imports: the exit status needs no plotting library).
 
 A job is finished when its ``summary.json`` (written last, atomically) is valid: it parses, it was written by this
 code version and file schema, its status is ``ok`` or ``diverged``, and its ``metrics.csv`` is there. A rerun of the
@@ -113,3 +114,44 @@ def check_folder(folder: Path, jobs: list[tuple[Path, dict]]) -> int:
                                     f"to resume, or {fresh}")
         finished += read_summary(job_dir) is not None
     return finished
+
+
+# ---------------------------------------------------------------- the jobs of a folder (report and exit status)
+def job_summaries(folder: Path) -> list[tuple[Path, dict | None]]:
+    """Every job folder below ``folder`` (it has a config.yaml or a summary.json), in job order, with its summary
+    (None if missing or unreadable)."""
+    found = {path.parent for name in ("config.yaml", "summary.json") for path in folder.rglob(name)
+             if not {"report", "wandb", ".hydra"} & set(path.relative_to(folder).parts)}
+    jobs = []
+    for job_dir in sorted(found, key=lambda p: _natural_key(p.relative_to(folder))):
+        try:
+            summary = json.loads((job_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = None
+        jobs.append((job_dir, summary))
+    return jobs
+
+
+def run_name(folder: Path, job_dir: Path) -> str:
+    return str(job_dir.relative_to(folder)) if job_dir != folder else job_dir.name
+
+
+def _overrides(job_dir: Path, summary: dict | None) -> str:
+    """A job's command-line overrides, from its summary or else from Hydra's .hydra/overrides.yaml."""
+    if summary and "overrides" in summary:
+        return " ".join(summary["overrides"])
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return " ".join(yaml.safe_load(path.read_text()) or []) if path.is_file() else ""
+
+
+def failed_runs(folder: Path) -> list[dict]:
+    """Jobs that crashed (their summary.json says why) or never finished (no summary.json), one dict each."""
+    return [{"run": run_name(folder, job_dir), "overrides": _overrides(job_dir, summary),
+             "status": "failed" if summary else "unfinished",
+             "error": summary.get("error", "") if summary else "no summary.json: killed, or still running"}
+            for job_dir, summary in job_summaries(folder) if summary is None or summary.get("status") == "failed"]
+
+
+def _natural_key(path: Path):
+    """Job folders in numeric order (2 before 10); names sort after numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
