@@ -30,10 +30,11 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     register_schemas()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # config errors come back to us, to be printed on one line
-    if {"-m", "--multirun"} & set(sys.argv) and not any("hydra/launcher=" in arg for arg in sys.argv):
+    launcher = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("hydra/launcher=")]
+    if {"-m", "--multirun"} & set(sys.argv) and launcher in ([], ["population"]):
         from hydra_plugins.gradclip_population.launcher import start_worker_server
 
-        start_worker_server()  # the default launcher's workers: their imports overlap Hydra's start-up
+        start_worker_server()  # the population launcher's workers: their imports overlap Hydra's start-up
     try:
         main()
     except Exception as exc:

@@ -129,7 +129,8 @@ def test_population_launcher_gives_each_run_its_numbers_alone(tmp_path):
     for job, summary in summaries(tmp_path / "fast").items():
         assert summary["population"] == 4 and summary["batched_steps"] > 0
         assert (tmp_path / "fast" / job / "metrics.csv").read_bytes() == (tmp_path / "plain" / job / "metrics.csv").read_bytes()
-    assert (tmp_path / "fast" / "report" / "report.md").is_file()
+    report = (tmp_path / "fast" / "report" / "report.md").read_text()
+    assert "populations of up to 4" in report and "a run's wall time is its population's" in report
 
 
 def test_slurm_example_config_composes():

@@ -67,10 +67,6 @@ class SuiteCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         loader = GlobalHydra.instance().config_loader()
         folder = Path(config.hydra.sweep.dir)
-        if str(config.hydra.launcher.get("_target_", "")).endswith("PopulationLauncher"):
-            from hydra_plugins.gradclip_population.launcher import start_worker_server
-
-            start_worker_server()  # its imports overlap with composing and checking the jobs below
         try:
             composed = [compose_job(loader, config, o, num) for num, o in enumerate(sweep_job_overrides(config))]
             for job, _ in composed:

@@ -321,6 +321,10 @@ def describe(runs: pd.DataFrame) -> list[str]:
     if corpus:
         lines.append(f"Corpus: {corpus['source']}; {sum(corpus['chars'].values())} characters; sha256 "
                      f"{corpus['sha256'][:16]}….")
+    shared = runs.population.fillna(1) if "population" in runs else pd.Series([1])
+    if (shared > 1).any():
+        lines.append(f"Runs were trained in populations of up to {int(shared.max())} (the population launcher steps "
+                     "them together): a run's wall time is its population's.")
     versions = first.versions if isinstance(first.versions, dict) else {}
     lines.append(f"Device {first.device}, {first.threads} threads; " +
                  ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")

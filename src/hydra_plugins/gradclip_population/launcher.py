@@ -2,9 +2,8 @@
 
 Jobs that share task and model (they may differ in seed, clipping, optimizer and lr) are trained together as
 populations, one population per worker process and one core per worker. Workers are forked from a server process
-that imports torch and gradclip once, started as early as possible (``start_worker_server``: by run.py for a
-sweep on this default launcher, else by the callback) so that its imports overlap Hydra composing the jobs; the task
-is built once per population, and MLPs of one shape share batched matrix products wherever that is
+that imports torch and gradclip once, started by run.py as the command starts (``start_worker_server``) so that
+its imports overlap Hydra composing and checking the jobs; the task is built once per population, and MLPs of one shape share batched matrix products wherever that is
 bit-identical to each run alone (``gradclip.models.batching_is_exact``). Every job still gets its own folder and
 files, exactly as with Hydra's basic launcher, and the report is built once, after all jobs.
 """
