@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, run_cli
 
 TINY = ["task=regression", "model=mlp", "optim.lr=0.001", "steps=20", "eval_every=10", "logger=none"]
@@ -129,6 +130,14 @@ def test_population_launcher_gives_each_run_its_numbers_alone(tmp_path):
     for job, summary in summaries(tmp_path / "fast").items():
         assert summary["population"] == 4 and summary["batched_steps"] > 0
         assert (tmp_path / "fast" / job / "metrics.csv").read_bytes() == (tmp_path / "plain" / job / "metrics.csv").read_bytes()
+        for name in ("config.yaml", "overrides.yaml"):  # Hydra's record of the job, as its basic launcher writes it
+            fast_cfg, plain_cfg = (yaml.safe_load((tmp_path / side / job / ".hydra" / name).read_text())
+                                   for side in ("fast", "plain"))
+            if name == "config.yaml":
+                assert fast_cfg.pop("report") and not plain_cfg.pop("report")  # the one option the sweeps differ in
+            assert fast_cfg == (plain_cfg if name == "config.yaml" else [o for o in plain_cfg if o != "report=False"])
+        hydra_cfg = yaml.safe_load((tmp_path / "fast" / job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["runtime"]["output_dir"] == str((tmp_path / "fast" / job).absolute())
     report = (tmp_path / "fast" / "report" / "report.md").read_text()
     assert "populations of up to 4" in report and "a run's wall time is its population's" in report
 

@@ -5,7 +5,8 @@ populations, one population per worker process and one core per worker. Workers 
 that imports torch and gradclip once, started by run.py as the command starts (``start_worker_server``) so that
 its imports overlap Hydra composing and checking the jobs; the task is built once per population, and MLPs of one shape share batched matrix products wherever that is
 bit-identical to each run alone (``gradclip.models.batching_is_exact``). Every job still gets its own folder and
-files, exactly as with Hydra's basic launcher, and the report is built once, after all jobs.
+files (with Hydra's .hydra/ folder, though no run.log), as with Hydra's basic launcher, and the report is built
+once, after all jobs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradclip.files import write_atomic
 from gradclip.sweep import compose_job
@@ -63,6 +64,15 @@ def train_population(jobs: list, threads: int) -> list[dict]:
     return run_jobs([Job(cfg, Path(job_dir), group, name, overrides) for cfg, job_dir, group, name, overrides in jobs])
 
 
+def save_hydra_files(cfg: DictConfig, job: DictConfig, job_dir: Path, overrides: list[str]) -> None:
+    """The job's .hydra/ folder as Hydra's own launchers write it: config.yaml, hydra.yaml, overrides.yaml."""
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(job_dir.absolute())
+    write_atomic(job_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(job))
+    write_atomic(job_dir / ".hydra" / "hydra.yaml", OmegaConf.to_yaml({"hydra": cfg.hydra}))
+    write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+
+
 class PopulationLauncher(Launcher):
     """Hydra launcher: populations of compatible jobs, ``n_jobs`` worker processes (-1 = one per core)."""
 
@@ -82,10 +92,10 @@ class PopulationLauncher(Launcher):
         configs, jobs, groups = [], [], defaultdict(list)
         for idx, overrides in enumerate(job_overrides):
             cfg, job_dir = compose_job(self.hydra_context.config_loader, self.config, overrides, initial_job_idx + idx)
-            if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
-                write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
             name = cfg.hydra.job.override_dirname or "defaults"
             job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
+                save_hydra_files(cfg, job, job_dir, overrides)
             configs.append(cfg)
             jobs.append((job, str(job_dir), group, name, list(overrides)))
             groups[population_key(job)].append(idx)
