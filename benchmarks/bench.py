@@ -222,8 +222,8 @@ def report(m: dict) -> str:
         ratio = r["plain"] / r["suite"]
         met = verdict(ratio >= TARGET_RATIO, f"the suite would need {TARGET_RATIO / ratio:.1f}× its speed")
         lines.append(f"| {setup} | {RUNS} × {STEPS[setup]} | {r['repeats']} | {r['plain']:.1f} "
-                     f"({work / r['plain']:.0f}) | {r['suite']:.1f} ({work / r['suite']:.0f}) | {ratio:.2f}× | {met} | "
-                     f"{'; '.join(r['notes'])} |")
+                     f"({work / r['plain']:.0f}) | {r['suite']:.1f} ({work / r['suite']:.0f}) | {ratio:.2f}× | "
+                     f"{met} | {'; '.join(r['notes'])} |")
     cores = os.cpu_count() or 1
     lines += [
         "", "## What bounds the ratio", "",

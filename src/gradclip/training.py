@@ -136,13 +136,13 @@ def run_jobs(jobs: list[Job]) -> list[dict]:
             for i, run in active.items():
                 run.begin_step()
             models, inputs = [r.model for r in active.values()], [r.x for r in active.values()]
-            if tuple(active) not in exact:  # probed again whenever the population changes
-                exact[tuple(active)] = batching_is_exact(models, inputs)
+            if (members := tuple(active)) not in exact:  # probed again whenever the population changes
+                exact[members] = batching_is_exact(models, inputs)
             first = next(iter(active.values()))
             with torch.autocast(first.device.type, dtype=first.autocast, enabled=first.autocast is not None):
-                outputs = batched_forward(models, inputs, batched=exact[tuple(active)])
+                outputs = batched_forward(models, inputs, batched=exact[members])
                 for run in active.values():
-                    run.batched_steps += exact[tuple(active)]
+                    run.batched_steps += exact[members]
                 for (i, run), out in zip(list(active.items()), outputs):
                     try:
                         run.check_loss(out)

@@ -3,8 +3,9 @@
 Jobs that share task and model (they may differ in seed, clipping, optimizer and lr) are trained together as
 populations, one population per worker process and one core per worker. Workers are forked from a server process
 that imports torch and gradclip once, started by run.py as the command starts (``start_worker_server``) so that
-its imports overlap Hydra composing and checking the jobs; the task is built once per population, and MLPs of one shape share batched matrix products wherever that is
-bit-identical to each run alone (``gradclip.models.batching_is_exact``). Every job still gets its own folder and
+its imports overlap Hydra composing and checking the jobs; the task is built once per population, and MLPs of one
+shape share batched matrix products wherever that is bit-identical to each run alone
+(``gradclip.models.batching_is_exact``). Every job still gets its own folder and
 files (with Hydra's .hydra/ folder, though no run.log), as with Hydra's basic launcher, and the report is built
 once, after all jobs.
 """
@@ -37,9 +38,10 @@ START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_met
 def start_worker_server() -> None:
     """Start the process the workers are forked from (it imports ``PRELOAD``); returns at once, idempotent."""
     if START_METHOD == "forkserver":
-        context = multiprocessing.get_context(START_METHOD)
-        context.set_forkserver_preload(PRELOAD)
-        multiprocessing.forkserver.ensure_running()
+        from multiprocessing import forkserver
+
+        forkserver.set_forkserver_preload(PRELOAD)
+        forkserver.ensure_running()
 
 
 def population_key(cfg: DictConfig) -> str:
