@@ -13,18 +13,13 @@ from gradclip.config import exit_on_config_error, register_schemas
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    import torch
-
     from gradclip.callbacks import launcher_threads
-    from gradclip.training import run_job
+    from gradclip.sweep import Job, job_labels
+    from gradclip.training import run_jobs
 
     hc = HydraConfig.get()
-    folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
-    group = "_".join(folder.parts[-2:])  # one W&B group per sweep: multirun/<date>/<time> -> <date>_<time>
-    if cfg.threads == 0 and (threads := launcher_threads(hc)) > 0:
-        torch.set_num_threads(threads)  # parallel workers share the cores: one slice each
-    run_job(cfg, hc.runtime.output_dir, group=group, name=hc.job.override_dirname or "defaults",
-            overrides=list(hc.overrides.task))
+    group, name = job_labels(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir, hc.job.override_dirname)
+    run_jobs([Job(cfg, Path(hc.runtime.output_dir), group, name, list(hc.overrides.task), launcher_threads(hc))])
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from torch.nn.utils import clip_grad_norm_
 
-from gradclip.clipping import Clipper
-from gradclip.data import build_task
+from gradclip.config import parts
 from gradclip.files import write_atomic
-from gradclip.models import build_model
+from gradclip.training import build_optimizer
 from plain_loop import SETUPS, STABLE_LR, compose_setup
 
 SUITE_ARGS = ["hydra/launcher=population"]  # how the suite side (b) is launched: the sweep executor under test
@@ -120,11 +119,12 @@ def clip_overhead(setup: str) -> dict:
     (block median with / block median without) - 1."""
     cfg = compose_setup(setup, "clip=norm1")
     torch.manual_seed(0)
-    task = build_task(cfg.task, torch.device("cpu"))
-    model = build_model(cfg.model, task)
+    task, model, clipper, _ = parts(cfg)
+    task.setup(torch.device("cpu"))
+    model = model.build(task)
     params = list(model.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr * cfg.optim.lr_scale)
-    clipper = Clipper(cfg.clip, seed=0, exclude={id(p) for p in model.output_layer.parameters()})
+    optimizer = build_optimizer(cfg.optim, params)
+    clipper.prepare(seed=0, exclude=set())
     variants = {"none": lambda: None, "clip_grad_norm_": lambda: clip_grad_norm_(model.parameters(), 1.0),
                 "Clipper": lambda: clipper(params, measure=False), "none, 1 thread": lambda: None}
     default_threads = torch.get_num_threads()
@@ -322,7 +322,9 @@ def main() -> None:
     cfg = compose_setup("charlm_lstm")
     batch, hidden = cfg.task.batch_size, cfg.model.hidden
     peaks, recurrent_mm = matmul_gflops(batch, hidden)
-    flops, recurrent = lstm_flops(cfg, build_task(cfg.task, torch.device("cpu")).vocab_size)
+    task = parts(cfg).task
+    task.setup(torch.device("cpu"))
+    flops, recurrent = lstm_flops(cfg, task.vocab_size)
     step = overheads["charlm_lstm"]["step"]["none"]
     lstm = {"flops": flops, "recurrent": recurrent, "step": step, "gflops": flops / step / 1e9,
             "recurrent_mm": recurrent_mm, "timesteps": cfg.task.bptt,

@@ -17,9 +17,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from gradclip.config import register_schemas
-from gradclip.data import build_task
-from gradclip.models import build_model
+from gradclip.config import parts, register_schemas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SETUPS = {"adding_rnn": "adding_rnn", "deep_mlp": "digits_deep_mlp", "charlm_lstm": "charlm_lstm"}  # name -> conf/setup
@@ -45,9 +43,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def train(cfg, seed: int, steps: int, clip: bool) -> list[float]:
     torch.manual_seed(seed)
-    task = build_task(cfg.task, torch.device("cpu"))
-    model = build_model(cfg.model, task)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr * cfg.optim.lr_scale)
+    task, model, _, _ = parts(cfg)
+    task.setup(torch.device("cpu"))
+    model = model.build(task)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr * cfg.optim.lr_scale)  # as a user would write it
     batches = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(steps):

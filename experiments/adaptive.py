@@ -11,9 +11,8 @@ digits_deep_mlp: no-clip diverges, norm ~5-10), each at its own lr, 3 seeds:
 The char LSTM is left out: 9 arms x 3 seeds x ~13 s would exceed this experiment's budget (300 single-core seconds)
 on its own.
 
-The sweep is one Hydra multirun with one ``clip`` axis: group options (none, norm, autoclip, agc, zclip) and, for
-the settings that have no option of their own, dict overrides merged into the clip node (e.g.
-``{name:norm,method:norm,threshold:0.1}``), so no run is repeated.
+The sweep is one Hydra multirun with one ``clip`` axis of group options (none, norm, norm/0.1, norm/10, norm/100,
+autoclip, agc, agc/0.16, zclip), so no run is repeated.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ def _param(params, key, default=math.nan) -> float:
 
 def arm_of(method: str, threshold, params) -> tuple[str, str, float, bool]:
     """(label, family, setting, default_setting) of a run's clipping: family none / fixed / adaptive."""
-    threshold = float(threshold) if threshold is not None and np.isfinite(pd.to_numeric(threshold)) else math.inf
+    threshold = math.inf if threshold is None else float(threshold)  # None: no fixed threshold (adaptive methods)
     if method == "none" or (method == "norm" and not np.isfinite(threshold)):
         return "none", "none", math.inf, True
     if method == "norm":

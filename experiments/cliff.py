@@ -24,7 +24,7 @@ al. Fig. 8.3 / 10.17), so it is where they should hold most clearly:
     shown but not trusted).
 
 Reading the runs: row s of metrics.csv holds the loss at the parameters *before* step s and (w, b) *after* it; the
-start (w0, b0) comes from the job's overrides (defaults 5, -2.3). E and the gradient along the trajectory are
+start (w0, b0) is the summary's model_params (defaults 5, -2.3). E and the gradient along the trajectory are
 recomputed here from (w, b) with the same formula (a check column compares with the logged loss). Stored: the loss
 surface (coarse, for the figure), the steepness statistics, one row per run in `jumps` (everything the verdicts use),
 and the step-by-step trajectories of the illustrated start (the setup's own, (5, -2.3)) only, to keep the CSVs small.
@@ -140,16 +140,9 @@ def surface_table(w_range=W_RANGE, b_range=B_RANGE, n: int = SURFACE_GRID) -> pd
 
 
 # ---------------------------------------------------------------- the runs
-def _start(overrides) -> tuple[float, float]:
-    found = dict(o.split("=", 1) for o in (overrides if isinstance(overrides, list) else []) if "=" in o)
-    return float(found.get("model.w0", DEFAULT_START[0])), float(found.get("model.b0", DEFAULT_START[1]))
-
-
 def _regime(run: pd.Series) -> str:
-    threshold = run.get("clip_threshold")
-    if run["clip"] == "none" or threshold is None or not np.isfinite(float(threshold)):
-        return "none"
-    return f"norm {float(threshold):g}"
+    threshold = float(run["clip_threshold"])
+    return f"norm {threshold:g}" if np.isfinite(threshold) else "none"
 
 
 TRAJECTORY_STORED = ["run", "start", "w0", "b0", "clip", "step", "w", "b", "loss", "grad_norm", "step_norm", "clipped",
@@ -160,7 +153,7 @@ def trajectory_table(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """One row per run and step s = 0..S: (w, b) after step s, E and the raw gradient there, the step taken."""
     frames = []
     for _, run in runs.iterrows():
-        w0, b0 = _start(run.get("overrides"))
+        w0, b0 = float(run.model_params["w0"]), float(run.model_params["b0"])
         rows = steps[(steps.run == run.run) & (steps.step > 0)].sort_values("step")
         rows = rows.dropna(subset=["w", "b"]) if {"w", "b"} <= set(rows.columns) else rows.iloc[:0]
         w = np.concatenate([[w0], rows.w.to_numpy(float)])
@@ -173,8 +166,7 @@ def trajectory_table(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         denominator = step_norm * np.hypot(pgw, pgb)
         with np.errstate(invalid="ignore", divide="ignore"):
             cosine = np.where(denominator > 0, -(dw * pgw + db * pgb) / denominator, np.nan)
-        threshold = run.get("clip_threshold")
-        threshold = float(threshold) if threshold is not None and _regime(run) != "none" else np.inf
+        threshold = float(run.clip_threshold)
         frame = pd.DataFrame({
             "run": run.run, "start": f"({w0:g}, {b0:g})", "w0": w0, "b0": b0, "clip": _regime(run),
             "lr": float(run.lr), "threshold": threshold, "step": np.arange(len(w)), "w": w, "b": b, "loss": E,

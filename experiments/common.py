@@ -129,12 +129,6 @@ def gap_text(value: float, best: float, metric: str, higher_is_better: bool) -> 
     return f"{100 * (value - best) / abs(best):+.1f} %" if best else "–"
 
 
-def thresholds(runs: pd.DataFrame) -> pd.Series:
-    """The clipping threshold of each run; inf when it never clips (clip=none, or threshold inf: JSON stores null)."""
-    raw = pd.to_numeric(runs.clip_threshold, errors="coerce").astype(float)
-    return raw.fillna(math.inf)
-
-
 def fmt_mid(mid, lo, hi, n, digits: int = 3) -> str:
     if not np.isfinite(mid):
         return "–"

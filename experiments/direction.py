@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, fmt_rate, gap_text, log_y, median_ci,
+from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, gap_text, log_y, median_ci,
                                 metric_axis_label, near_best, save_figure, scores)
 
 NAME = "direction"
@@ -83,12 +83,15 @@ def _direct_check(threshold: float = 1.0) -> pd.DataFrame:
     and scaled by 1e-3, clipped by the training loop's Clipper at ``threshold``: float64 cosine, pre/post norm."""
     import torch
 
-    from gradclip.clipping import Clipper
-    from gradclip.config import ClipMethod
-    from gradclip.models import MLP
+    from gradclip.clipping import method_class
+    from gradclip.models.mlp import MLP, Activation
 
-    cases = [("regression MLP 20-25-1, targets x100", 20, lambda: MLP(20, 1, 1, 25, "relu", 1.0), "mse"),
-             ("deep tanh MLP 20 x 128, gain 2", 64, lambda: MLP(64, 10, 20, 128, "tanh", 2.0), "ce")]
+    def mlp(inputs, outputs, depth, width, activation, gain):
+        shapes = SimpleNamespace(input_dim=inputs, output_dim=outputs)
+        return MLP(depth=depth, width=width, activation=Activation(activation), init_gain=gain).build(shapes)
+
+    cases = [("regression MLP 20-25-1, targets x100", 20, lambda: mlp(20, 1, 1, 25, "relu", 1.0), "mse"),
+             ("deep tanh MLP 20 x 128, gain 2", 64, lambda: mlp(64, 10, 20, 128, "tanh", 2.0), "ce")]
     rows = []
     for i, (case, inputs, build, loss_kind) in enumerate(cases):
         torch.manual_seed(i)
@@ -106,7 +109,8 @@ def _direct_check(threshold: float = 1.0) -> pd.DataFrame:
                 for p, r in zip(params, raw):
                     p.grad = (r * scale).clone()
                 before = _flat(p.grad for p in params)
-                clipper = Clipper(SimpleNamespace(method=ClipMethod(method), threshold=threshold), seed=i)
+                clipper = method_class(method)(name=method, threshold=threshold)
+                clipper.prepare(seed=i, exclude=set())
                 stats = clipper(params, measure=True)
                 after = _flat(p.grad for p in params)
                 pre, post = float(np.linalg.norm(before)), float(np.linalg.norm(after))
@@ -120,8 +124,8 @@ def _direct_check(threshold: float = 1.0) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables
 def _meta(runs: pd.DataFrame) -> pd.DataFrame:
-    threshold = pd.to_numeric(runs.clip_threshold, errors="coerce").astype(float).fillna(math.inf)
-    return runs.assign(setup=runs.setup_name, method=runs.clip_method.astype(str), threshold=threshold,
+    return runs.assign(setup=runs.setup_name, method=runs.clip_method.astype(str),
+                       threshold=runs.clip_threshold.astype(float),
                        score=scores(runs))
 
 

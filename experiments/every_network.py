@@ -87,13 +87,17 @@ def semantics(*args, **kwargs) -> pd.DataFrame:
 def _semantics(lr: float = 0.1) -> pd.DataFrame:
     import torch
 
-    from gradclip.clipping import clip_gradients
-    from gradclip.models import MLP
+    from types import SimpleNamespace
+
+    from gradclip.clipping.norm import Norm
+    from gradclip.clipping.per_tensor import PerTensor
+    from gradclip.models.mlp import MLP, Activation
 
     rows = []
     for case, (scale, threshold, wd, momentum, n_steps) in enumerate(CASES):
         torch.manual_seed(case)
-        model = MLP(64, 10, 2, 32, "relu", 1.0)
+        model = MLP(depth=2, width=32, activation=Activation.relu, init_gain=1.0).build(
+            SimpleNamespace(input_dim=64, output_dim=10))
         params = list(model.parameters())
         weights = [p.detach().double().numpy().copy() for p in params]
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
@@ -105,12 +109,12 @@ def _semantics(lr: float = 0.1) -> pd.DataFrame:
             expected = caffe_clip(grads, threshold)
             for p, g in zip(params, raw):  # control: per-tensor clipping (Keras clipnorm) vs Caffe's global one
                 p.grad = g.clone()
-            clip_gradients(params, "per_tensor", threshold)
+            PerTensor(name="per_tensor", threshold=threshold)(params)
             per_tensor_diff = max(per_tensor_diff, max(float(np.abs(p.grad.double().numpy() - e).max())
                                                        for p, e in zip(params, expected)))
             for p, g in zip(params, raw):
                 p.grad = g.clone()
-            stats = clip_gradients(params, "norm", threshold)
+            stats = Norm(name="norm", threshold=threshold)(params)
             fired |= stats.fired
             norms.append(stats.pre_norm)
             clip_diff = max(clip_diff, max(float(np.abs(p.grad.double().numpy() - e).max())
@@ -131,8 +135,7 @@ def _semantics(lr: float = 0.1) -> pd.DataFrame:
 # ---------------------------------------------------------------- tables
 def _arm(runs: pd.DataFrame) -> pd.Series:
     """'none' or 'norm <threshold>' (the sweep runs clip=none and clip=norm1)."""
-    threshold = pd.to_numeric(runs.clip_threshold, errors="coerce")
-    return pd.Series([("none" if m == "none" else f"{m} {t:g}") for m, t in zip(runs.clip_method, threshold)],
+    return pd.Series([("none" if m == "none" else f"{m} {t:g}") for m, t in zip(runs.clip_method, runs.clip_threshold)],
                      index=runs.index)
 
 

@@ -144,7 +144,7 @@ def build_report(names: list[str], results: Path) -> Path:
             md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
     write_atomic(results / "REPORT.md", "\n".join(md))
 
-    body = [f"<h1>gradclip: what gradient clipping does — reference results</h1>",
+    body = ["<h1>gradclip: what gradient clipping does — reference results</h1>",
             "<h2>Claims</h2>", html_table(claims), "<h3>Verdict rules (fixed before the runs)</h3><ul>",
             f"<li>How rows combine: {html.escape(COMBINE_RULE)}</li>"]
     body += [f"<li><code>{name}</code>: {html.escape(' '.join(module.RULE.split()))}</li>"

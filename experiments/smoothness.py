@@ -54,10 +54,10 @@ RULE = (
 
 
 def _regime(run: pd.Series) -> str:
-    threshold = run.get("clip_threshold")
-    if run["clip"] == "none" or threshold is None or not np.isfinite(float(threshold)):
+    threshold = float(run["clip_threshold"])
+    if not np.isfinite(threshold):
         return "none"
-    return f"norm {float(threshold):g}" if run["clip"] in ("norm", "norm1") else str(run["clip"])
+    return f"norm {threshold:g}" if run["clip_method"] == "norm" else str(run["clip"])
 
 
 def _boot_corr(x: np.ndarray, y: np.ndarray, spearman: bool, seed: int = 0) -> tuple[float, float, float]:

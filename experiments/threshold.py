@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import (TOLERANCE_WORDS, Figure, Verdict, best_row, fmt_mid, fmt_rate, gap_text, log_y,
-                                median_ci, metric_axis_label, near_best, rate_ci, save_figure, scores, thresholds)
+                                median_ci, metric_axis_label, near_best, rate_ci, save_figure, scores)
 
 NAME = "threshold"
 TITLE = "C6: is 1 the right max norm? (global-norm threshold 0.01-100 at each setup's lr)"
@@ -53,7 +53,7 @@ def run_norms(steps: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables
 def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    runs = runs.assign(threshold=thresholds(runs), score=scores(runs)).merge(run_norms(steps), on="run", how="left")
+    runs = runs.assign(threshold=runs.clip_threshold.astype(float), score=scores(runs)).merge(run_norms(steps), on="run", how="left")
     rows = []
     for (setup, threshold), part in runs.groupby(["setup_name", "threshold"], sort=True):
         finished = part[~part.diverged.astype(bool)]

@@ -32,3 +32,22 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
     env = {**os.environ, "CI": "true"}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def build(cfg, device: str = "cpu"):
+    """The task (set up) and model a run of ``cfg`` trains, built as training builds them."""
+    import torch
+
+    from gradclip.config import parts
+
+    task, model, _, _ = parts(cfg)
+    task.setup(torch.device(device))
+    return task, model.build(task)
+
+
+def train_one(cfg, job_dir: Path, name: str = "run", overrides=()):
+    """One job trained alone (a population of one); its RunSummary, or the failure dict."""
+    from gradclip.sweep import Job
+    from gradclip.training import run_jobs
+
+    return run_jobs([Job(cfg, Path(job_dir), "g", name, list(overrides))])[0]

@@ -110,11 +110,9 @@ def test_diverging_sweep_still_gets_its_report(tmp_path):
 
 
 def test_report_rebuilds_from_files_alone(tmp_path, make_cfg, capsys):
-    from gradclip.training import run_job
-
     for i, clip in enumerate(["none", "norm1"]):
         overrides = ["task=digits", "model=mlp", "steps=10", "eval_every=5", "optim.lr=0.1", f"clip={clip}"]
-        run_job(make_cfg(*overrides), tmp_path / str(i), group="g", name=clip, overrides=overrides)
+        train_one(make_cfg(*overrides), tmp_path / str(i), name=clip, overrides=overrides)
     first = build_report(tmp_path).read_text()
     (tmp_path / "report" / "report.md").unlink()
     report_main([str(tmp_path)])

@@ -5,16 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from types import SimpleNamespace
 
-from gradclip.clipping import Clipper
-from gradclip.config import ClipConfig, ClipMethod
-from gradclip.models import CliffRNN
+from gradclip.clipping import method_class
+from gradclip.models.cliff import Cliff
 from gradclip.training import local_smoothness
 
+DEFAULTS = {"random": {"threshold": 1.0}, "value": {"threshold": 1.0}, "autoclip": {"percentile": 10.0, "warmup": 1},
+            "agc": {"clip_factor": 0.01, "eps": 1e-3}, "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 25}}
 
-def clip_cfg(method, **kw):
-    return OmegaConf.structured(ClipConfig(name=method, method=ClipMethod(method), **kw))
+
+def Clipper(method, seed=0, exclude=frozenset(), **settings):
+    """A method's clipper with ``settings`` over the defaults above, prepared for a run of ``seed``."""
+    clipper = method_class(method)(name=method, **{**DEFAULTS[method], **settings})
+    clipper.prepare(seed=seed, exclude=set(exclude))
+    return clipper
 
 
 def params_with(*grads, weights=None):
@@ -32,22 +37,22 @@ def flat(params):
 def test_random_keeps_the_norm_limit_but_not_the_direction():
     raw = [torch.full((50,), 1.0)]
     params = params_with(*raw)
-    stats = Clipper(clip_cfg("random", threshold=0.5), seed=0)(params, measure=True)
+    stats = Clipper("random", threshold=0.5, seed=0)(params, measure=True)
     assert stats.fired and float(flat(params).norm()) == pytest.approx(0.5, rel=1e-6)
     assert abs(stats.cosine) < 0.5  # a random direction in 50 dimensions is nearly orthogonal
     small = params_with(torch.full((50,), 0.01))
-    assert not Clipper(clip_cfg("random", threshold=0.5))(small).fired
+    assert not Clipper("random", threshold=0.5)(small).fired
 
 
 def test_random_direction_is_seeded():
     a, b = params_with(torch.ones(10)), params_with(torch.ones(10))
-    Clipper(clip_cfg("random", threshold=0.1), seed=3)(a)
-    Clipper(clip_cfg("random", threshold=0.1), seed=3)(b)
+    Clipper("random", threshold=0.1, seed=3)(a)
+    Clipper("random", threshold=0.1, seed=3)(b)
     assert torch.equal(flat(a), flat(b))
 
 
 def test_autoclip_clips_at_the_percentile_of_the_history():
-    clipper = Clipper(clip_cfg("autoclip", percentile=50.0, warmup=1))
+    clipper = Clipper("autoclip", percentile=50.0, warmup=1)
     for norm in [1.0, 2.0, 3.0, 4.0]:
         clipper(params_with(torch.tensor([norm])))
     params = params_with(torch.tensor([10.0]))
@@ -62,29 +67,34 @@ def test_agc_is_unitwise_relative_to_the_weights_and_skips_excluded():
     grad = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # unit gradient norms 1 and 1
     params = params_with(grad, weights=[weight])
     head = params_with(torch.full((3,), 100.0))
-    stats = Clipper(clip_cfg("agc", clip_factor=0.5), exclude={id(head[0])})(params + head)
+    stats = Clipper("agc", clip_factor=0.5, exclude={id(head[0])})(params + head)
     assert torch.allclose(params[0].grad, torch.tensor([[0.5, 0.0], [0.0, 1.0]]))  # only unit 0 exceeded 0.5 x 1
     assert torch.equal(head[0].grad, torch.full((3,), 100.0))
     assert stats.fired
 
 
 def test_zclip_waits_for_warmup_then_clips_outliers_to_mean_plus_z_std():
-    clipper = Clipper(clip_cfg("zclip", warmup=4, z_thresh=2.0, alpha=0.9))
+    """Expected values worked by hand from the warm-up norms: mean 1, variance 0.02, then the EMA with alpha 0.9."""
+    clipper = Clipper("zclip", warmup=4, z_thresh=2.0, alpha=0.9)
     for norm in [1.0, 1.2, 0.8, 1.0]:
         assert not clipper(params_with(torch.tensor([norm]))).fired
-    mean, std = clipper.mean, math.sqrt(clipper.var)
     params = params_with(torch.tensor([50.0]))
-    stats = clipper(params)
-    assert stats.fired and float(flat(params).norm()) == pytest.approx(mean + 2.0 * std, rel=1e-5)
-    assert not clipper(params_with(torch.tensor([1.05]))).fired
+    first = 1.0 + 2.0 * math.sqrt(0.02)  # z = 49 / 0.141 > 2: clipped to mean + 2 std
+    assert clipper(params).fired and float(flat(params).norm()) == pytest.approx(first, rel=1e-5)
+    mean = 0.9 * 1.0 + 0.1 * first  # the EMA follows the clipped norm
+    var = 0.9 * 0.02 + 0.1 * (first - mean) ** 2
+    assert not clipper(params_with(torch.tensor([1.05]))).fired  # z = (1.05 - 1.028) / 0.156 < 2
+    mean, var = 0.9 * mean + 0.1 * 1.05, 0.9 * var + 0.1 * (1.05 - (0.9 * mean + 0.1 * 1.05)) ** 2
+    params = params_with(torch.tensor([3.0]))
+    assert clipper(params).fired and float(flat(params).norm()) == pytest.approx(mean + 2.0 * math.sqrt(var), rel=1e-5)
 
 
 def test_cosine_is_measured_for_value_clipping():
     params = params_with(torch.tensor([3.0, 0.1]))
-    stats = Clipper(clip_cfg("value", threshold=0.5))(params, measure=True)
+    stats = Clipper("value", threshold=0.5)(params, measure=True)
     expected = (3.0 * 0.5 + 0.1 * 0.1) / (math.hypot(3.0, 0.1) * math.hypot(0.5, 0.1))
     assert stats.cosine == pytest.approx(expected, rel=1e-6)
-    assert math.isnan(Clipper(clip_cfg("value", threshold=0.5))(params_with(torch.ones(2))).cosine)  # not measured
+    assert math.isnan(Clipper("value", threshold=0.5)(params_with(torch.ones(2))).cosine)  # not measured
 
 
 def test_local_smoothness_of_a_quadratic_is_its_curvature():
@@ -115,7 +125,7 @@ def test_local_smoothness_of_a_quadratic_is_its_curvature():
 
 
 def test_cliff_model_matches_the_recurrence():
-    model = CliffRNN(5.0, -2.5, length=50, x0=0.5)
+    model = Cliff(w0=5.0, b0=-2.5).build(SimpleNamespace(length=50, x0=0.5))
     x = 0.5
     for _ in range(50):
         x = 5.0 * (1 / (1 + math.exp(-x))) - 2.5

@@ -1,10 +1,17 @@
+"""The stateless clipping methods (none, norm, value, per_tensor) against torch's own functions."""
+
 import math
 
 import pytest
 import torch
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
-from gradclip.clipping import clip_gradients
+from gradclip.clipping import method_class
+
+
+def clip_gradients(params, method, threshold):
+    settings = {} if method == "none" else {"threshold": threshold}
+    return method_class(method)(name=method, **settings)(params)
 
 
 def params_with_grads(*grads):
@@ -36,11 +43,10 @@ def test_norm_matches_torch_and_keeps_direction(raw):
     assert float(cosine) == pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("threshold, fires", [(lambda n: n / 2, True), (lambda n: n + 5e-7, True),
+@pytest.mark.parametrize("threshold, fires", [(lambda n: n / 2, True), (lambda n: n * (1 - 1e-6), True),
                                               (lambda n: n * 2, False)])
 def test_norm_is_clip_grad_norm_bit_for_bit(raw, threshold, fires):
-    """Skipping the multiplication when nothing is clipped changes no bit, also just above the norm, where
-    clip_grad_norm_'s threshold / (norm + 1e-6) is still below 1 and must be applied."""
+    """Above the threshold the gradients are clip_grad_norm_'s, bit for bit; below it nothing is multiplied."""
     small = [g * 1e-4 for g in raw]  # norm ~1e-3: float32 resolves the 1e-6 that clip_grad_norm_ adds
     norm = float(clip_grad_norm_(params_with_grads(*small), math.inf))
     ours, ref = params_with_grads(*small), params_with_grads(*small)
@@ -48,6 +54,32 @@ def test_norm_is_clip_grad_norm_bit_for_bit(raw, threshold, fires):
     assert stats.pre_norm == float(clip_grad_norm_(ref, threshold(norm), foreach=True))
     assert torch.equal(flat(ours), flat(ref))
     assert stats.fired == fires and torch.equal(flat(ours), flat(params_with_grads(*small))) != fires
+
+
+@pytest.mark.parametrize("method", ["norm", "per_tensor"])
+@pytest.mark.parametrize("above", [0.0, 5e-7])
+def test_a_norm_at_or_just_below_the_threshold_is_not_clipped(raw, method, above):
+    """Clipping is ||g|| > threshold, strictly, as in Caffe's Solver; clip_grad_norm_ scales by c / (c + 1e-6) there."""
+    small = [g * 1e-4 for g in raw]
+    norm = float(clip_gradients(params_with_grads(*small), "none", None).pre_norm)
+    largest = max(float(g.norm()) for g in small)  # per_tensor: the largest tensor's norm at the threshold
+    params = params_with_grads(*small)
+    stats = clip_gradients(params, method, (norm if method == "norm" else largest) + above)
+    assert not stats.fired and torch.equal(flat(params), flat(params_with_grads(*small)))
+    assert stats.post_norm == stats.pre_norm
+    clip_grad_norm_(ref := params_with_grads(*small), norm + above)
+    assert method == "per_tensor" or not torch.equal(flat(ref), flat(params))  # where torch would have scaled
+
+
+@pytest.mark.parametrize("method", ["none", "norm", "value", "per_tensor", "random", "autoclip", "agc", "zclip"])
+def test_every_method_takes_a_model_without_gradients(method):
+    """No gradient at all (a frozen model, or a step before any backward): nothing to clip, norm 0."""
+    settings = {"none": {}, "autoclip": {"percentile": 10.0, "warmup": 1}, "agc": {"clip_factor": 0.01, "eps": 1e-3},
+                "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 1}}.get(method, {"threshold": 1.0})
+    clipper = method_class(method)(name=method, **settings)
+    clipper.prepare(seed=0, exclude=set())
+    stats = clipper([torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))], measure=True)
+    assert (stats.pre_norm, stats.post_norm, stats.fired) == (0.0, 0.0, False)
 
 
 def test_norm_closed_form_below_threshold_does_nothing(raw):

@@ -3,11 +3,13 @@ import hashlib
 import pytest
 import torch
 
-from gradclip.data import Adding, CharLM, TemporalOrder, Vocab, build_task, load_corpus, tokenize
+from gradclip.tasks.charlm import Level, Vocab, load_corpus, tokenize
+
+from conftest import build
 
 
 def test_adding_labels_are_the_mean_of_the_two_marked_values(make_cfg):
-    task = Adding(make_cfg("task=adding", "model=rnn", "task.seq_len=40").task, torch.device("cpu"))
+    task, _ = build(make_cfg("task=adding", "model=rnn", "task.seq_len=40"))
     x, y = task.batch(torch.Generator().manual_seed(0))
     assert x.shape[0] == 20 and 40 <= x.shape[1] <= 44 and x.shape[2] == 2
     markers = x[..., 1]
@@ -21,7 +23,7 @@ def test_adding_labels_are_the_mean_of_the_two_marked_values(make_cfg):
 
 
 def test_temporal_order_labels_follow_the_two_relevant_symbols(make_cfg):
-    task = TemporalOrder(make_cfg("task=temporal_order", "model=rnn", "task.seq_len=60").task, torch.device("cpu"))
+    task, _ = build(make_cfg("task=temporal_order", "model=rnn", "task.seq_len=60"))
     x, y = task.batch(torch.Generator().manual_seed(0))
     assert x.shape == (20, 60, 6) and torch.equal(x.sum(-1), torch.ones(20, 60))  # one-hot
     symbols = x.argmax(-1)
@@ -34,17 +36,17 @@ def test_temporal_order_labels_follow_the_two_relevant_symbols(make_cfg):
 
 
 def test_heldout_sets_are_fixed_and_training_batches_follow_the_seed(make_cfg):
-    cfg = make_cfg("task=adding", "model=rnn").task
-    a, b = Adding(cfg, torch.device("cpu")), Adding(cfg, torch.device("cpu"))
+    cfg = make_cfg("task=adding", "model=rnn")
+    (a, _), (b, _) = build(cfg), build(cfg)
     assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(a.eval_batches, b.eval_batches))
     batch = lambda seed: a.batch(torch.Generator().manual_seed(seed))[0]  # noqa: E731
     assert torch.equal(batch(3), batch(3)) and not torch.equal(batch(3)[:, :40], batch(4)[:, :40])
 
 
 def test_vocab_and_tokenizer():
-    vocab = Vocab(tokenize("abca", "char"))
+    vocab = Vocab(tokenize("abca", Level.char))
     assert len(vocab) == 4 and vocab.encode(list("abz")).tolist() == [1, 2, 0]  # unseen -> <unk> (0)
-    assert tokenize("a b\nc", "word") == ["a", "b", "<eos>", "c", "<eos>"]
+    assert tokenize("a b\nc", Level.word) == ["a", "b", "<eos>", "c", "<eos>"]
 
 
 def test_default_corpus_is_pythons_own_and_hashed():
@@ -60,7 +62,7 @@ def test_default_corpus_is_pythons_own_and_hashed():
 def test_data_dir_word_level(make_cfg, tmp_path):
     (tmp_path / "train.txt").write_text("the cat sat\non the mat\n" * 50)
     (tmp_path / "valid.txt").write_text("the dog sat\n" * 20)
-    task = CharLM(make_cfg(f"task.data_dir={tmp_path}", "task.level=word", "task.bptt=4").task, torch.device("cpu"))
+    task, _ = build(make_cfg(f"task.data_dir={tmp_path}", "task.level=word", "task.bptt=4"))
     assert task.metric == "ppl" and task.info["corpus"]["source"] == str(tmp_path.resolve())
     assert "dog" not in task.vocab.stoi  # the vocabulary comes from train.txt only
     x, y = task.batch(torch.Generator().manual_seed(0))
@@ -71,12 +73,12 @@ def test_empty_corpus_is_refused(make_cfg, tmp_path):
     (tmp_path / "train.txt").write_text("")
     (tmp_path / "valid.txt").write_text("x")
     with pytest.raises(ValueError, match="empty"):
-        build_task(make_cfg(f"task.data_dir={tmp_path}").task, torch.device("cpu"))
+        build(make_cfg(f"task.data_dir={tmp_path}"))
 
 
 @pytest.mark.parametrize("name", ["digits", "regression"])
 def test_tabular_tasks_need_no_download(make_cfg, name):
-    task = build_task(make_cfg(f"task={name}", "model=mlp").task, torch.device("cpu"))
+    task, _ = build(make_cfg(f"task={name}", "model=mlp"))
     x, y = task.batch(torch.Generator().manual_seed(0))
     assert x.shape == (32, task.input_dim) and len(y) == 32
     if name == "regression":

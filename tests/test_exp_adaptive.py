@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from experiments import adaptive
-from experiments.common import VERDICTS
 
 ARMS = {  # arm -> (clip_method, clip_threshold, clip_params)
     "none": ("none", None, {}),
@@ -57,7 +56,7 @@ def made(s):
 
 def verdict(tables):
     (v,) = adaptive.verdicts(tables)
-    assert v.claim == "B2" and v.verdict in VERDICTS
+    assert v.claim == "B2"
     return v
 
 

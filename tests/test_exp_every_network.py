@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from experiments import every_network as en
-from experiments.common import VERDICTS
 
 
 def fake_sweep(spec, seeds=(0, 1, 2, 3, 4)):
@@ -73,7 +72,7 @@ def test_tables_have_the_documented_columns(made):
 
 def verdict(tables):
     (v,) = en.verdicts(tables)
-    assert v.claim == "C7" and v.verdict in VERDICTS
+    assert v.claim == "C7"
     return v
 
 

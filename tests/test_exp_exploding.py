@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from experiments import exploding
-from experiments.common import VERDICTS
 
 
 def synthetic_sweep(n_steps=200, eval_every=25):
@@ -110,7 +109,7 @@ def test_c2_rule(episodes, expected):
 
 def test_missing_tables_are_not_tested():
     assert [v.verdict for v in exploding.verdicts({})] == ["not tested", "not tested"]
-    assert all(v in VERDICTS for v in [v.verdict for v in exploding.verdicts({"runs": pd.DataFrame()})])
+    assert [v.verdict for v in exploding.verdicts({"runs": pd.DataFrame()})] == ["not tested", "not tested"]
 
 
 def test_tables_survive_a_csv_round_trip(synthetic_tables, tmp_path):

@@ -7,7 +7,6 @@ import pytest
 from test_exp_threshold import SETUPS, fake_sweep
 
 from experiments import robustness as exp
-from experiments.common import VERDICTS
 
 SCALES = (0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -41,7 +40,7 @@ ACC_NARROWER = grid("digits_deep_mlp", {1.0: [0.50, 0.93, 0.80, 0.70, 0.60], INF
 
 def verdict(rows):
     (v,) = exp.verdicts({"grid": pd.DataFrame(rows)})
-    assert v.claim == "C5" and v.verdict in VERDICTS
+    assert v.claim == "C5"
     return v
 
 

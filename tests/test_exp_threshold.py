@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from experiments import threshold as exp
-from experiments.common import VERDICTS
 from gradclip.files import write_atomic, write_json
 from gradclip.report import load_runs
 
@@ -87,7 +86,7 @@ def norms_row(setup, median, mean):
 def verdict(rows, norms=()):
     tables = {"grid": pd.DataFrame(rows), "norms": pd.DataFrame(list(norms))}
     (v,) = exp.verdicts(tables)
-    assert v.verdict in VERDICTS and v.claim == "C6"
+    assert v.claim == "C6"
     return v
 
 
@@ -169,7 +168,9 @@ def test_tables_have_the_documented_columns(sweep):
     assert norms.loc["charlm_lstm", "reference_threshold"] == 1.0
     assert norms.loc["charlm_lstm", "band_hi"] == pytest.approx(20 * norms.loc["charlm_lstm", "band_lo"])
     assert 0.15 < norms.loc["charlm_lstm", "norm_median"] < 0.6
-    assert exp.verdicts(tables)[0].verdict in VERDICTS
+    # threshold 1 has the best score on both setups (bpc 2.21, as at 0.1; accuracy 0.9, as everywhere) and no
+    # diverged seed: near the best everywhere
+    assert exp.verdicts(tables)[0].verdict == "supported"
 
 
 def test_threshold_inf_is_read_back_as_inf(tmp_path):

@@ -10,7 +10,9 @@ import wandb
 
 from gradclip import logger
 from gradclip.logger import RunLogger
-from gradclip.training import run_job
+from gradclip.component import typed
+
+from conftest import train_one
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +58,7 @@ def one_job(cfg, job_dir) -> RunLogger:
 
 
 def test_online_without_api_key_warns_once_and_logs_offline(make_cfg, tmp_path, capsys):
-    cfg = make_cfg("logger=wandb", "logger.mode=online").logger
+    cfg = typed("logger", make_cfg("logger=wandb", "logger.mode=online").logger)
     started = time.perf_counter()
     for job in ["a", "b"]:
         one_job(cfg, tmp_path / job)
@@ -73,7 +75,7 @@ def test_online_with_unreachable_server_logs_offline_quickly(make_cfg, tmp_path,
         monkeypatch.delenv("WANDB_API_KEY")
         (tmp_path / "home" / ".netrc").write_text(f"machine {unreachable[7:]} login user password {'y' * 40}\n")
     started = time.perf_counter()
-    one_job(make_cfg("logger=wandb", "logger.mode=online").logger, tmp_path / "job")
+    one_job(typed("logger", make_cfg("logger=wandb", "logger.mode=online").logger), tmp_path / "job")
     assert time.perf_counter() - started < 10
     assert len(list((tmp_path / "job" / "wandb").glob("offline-run-*"))) == 1
     assert stderr_lines(capsys) == [f"warning: W&B online mode: cannot connect to {unreachable}; "
@@ -91,7 +93,7 @@ def test_init_failure_leaves_a_working_logger(make_cfg, tmp_path, capsys, monkey
 
     monkeypatch.setattr(wandb, "init", broken_init)
     monkeypatch.setattr(logger, "_online_problem", lambda: None)
-    one_job(make_cfg("logger=wandb", f"logger.mode={mode}").logger, tmp_path / "job")
+    one_job(typed("logger", make_cfg("logger=wandb", f"logger.mode={mode}").logger), tmp_path / "job")
     assert calls == ([mode] if mode == "offline" else ["online", "offline"])
     [line] = stderr_lines(capsys)
     assert line.startswith("warning: W&B init failed (RuntimeError: no service); ") and "second line" not in line
@@ -103,11 +105,11 @@ def test_interrupt_is_not_swallowed(make_cfg, tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        RunLogger(make_cfg("logger=wandb").logger, str(tmp_path), group="g", name="n", config={})
+        RunLogger(typed("logger", make_cfg("logger=wandb").logger), str(tmp_path), group="g", name="n", config={})
 
 
 def test_log_failure_warns_once(make_cfg, tmp_path, capsys, monkeypatch):
-    run_logger = RunLogger(make_cfg("logger=wandb").logger, str(tmp_path), group="g", name="n", config={})
+    run_logger = RunLogger(typed("logger", make_cfg("logger=wandb").logger), str(tmp_path), group="g", name="n", config={})
 
     def broken_log(row, step):
         raise ValueError("cannot log")
@@ -124,7 +126,7 @@ def test_finish_failures_are_warnings(make_cfg, tmp_path, capsys):
     def broken(*args):
         raise OSError("disk full")
 
-    run_logger = RunLogger(make_cfg().logger, str(tmp_path), group="g", name="n", config={})
+    run_logger = RunLogger(typed("logger", make_cfg().logger), str(tmp_path), group="g", name="n", config={})
     run_logger.run = SimpleNamespace(summary=SimpleNamespace(update=broken), finish=broken)
     run_logger.finish({"status": "ok"})
     assert run_logger.run is None
@@ -133,21 +135,22 @@ def test_finish_failures_are_warnings(make_cfg, tmp_path, capsys):
 
 def test_training_writes_its_files_when_wandb_is_unreachable(make_cfg, tmp_path, capsys, unreachable):
     cfg = make_cfg("logger=wandb", "logger.mode=online", "steps=5", "task=regression", "model=mlp", "eval_every=5")
-    summary = run_job(cfg, tmp_path / "job", group="g", name="n", overrides=[])
+    summary = train_one(cfg, tmp_path / "job", name="n")
     job = tmp_path / "job"
     assert (job / "metrics.csv").exists() and json.loads((job / "summary.json").read_text())["name"] == "n"
-    assert summary["steps_run"] > 0 and len(list((job / "wandb").glob("offline-run-*"))) == 1
+    assert summary.steps_run > 0 and len(list((job / "wandb").glob("offline-run-*"))) == 1
     assert [line for line in stderr_lines(capsys) if line.startswith("warning:")] == [
         f"warning: W&B online mode: cannot connect to {unreachable}; logging offline to {job / 'wandb'} instead"]
 
 
 def test_runs_of_a_population_each_log_to_their_own_run(make_cfg, tmp_path, capsys):
     """Two runs stepped together: two W&B runs open side by side, neither finished by the other's start."""
-    from gradclip.training import Job, run_jobs
+    from gradclip.sweep import Job
+    from gradclip.training import run_jobs
 
     overrides = ["logger=wandb", "logger.mode=offline", "task=digits", "model=mlp", "steps=5", "eval_every=5",
                  "optim.lr=0.1"]
     jobs = [Job(make_cfg(*overrides, f"seed={s}"), tmp_path / str(s), "g", f"r{s}", []) for s in range(2)]
-    assert [s["status"] for s in run_jobs(jobs)] == ["ok", "ok"]
+    assert [s.status for s in run_jobs(jobs)] == ["ok", "ok"]
     assert stderr_lines(capsys) == []  # "W&B log failed (... Run is finished ...)" before create_new
     assert all(len(list((tmp_path / str(s) / "wandb").glob("offline-run-*"))) == 1 for s in range(2))

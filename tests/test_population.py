@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradclip.models import batched_forward, batching_is_exact, build_model
-from gradclip.data import build_task
-from gradclip.training import Job, run_job, run_jobs
+from gradclip.population import batched_forward, batching_is_exact
+from gradclip.sweep import Job
+from gradclip.training import run_jobs
+
+from conftest import build, train_one
 
 
 def jobs(make_cfg, folder: Path, setup: list[str], variants: list[list[str]]) -> list[Job]:
@@ -23,27 +25,28 @@ VARIANTS = [["seed=0"], ["seed=1", "clip=norm1"], ["seed=2", "clip=value", "clip
     (["setup=digits_deep_mlp", "steps=60", "eval_every=20"], True),
     (["setup=regression_mlp", "steps=60", "eval_every=20", "optim.lr=0.001"], False),  # width-1 output: not exact
     (["task=digits", "model=mlp", "model.activation=relu", "steps=40", "eval_every=20", "optim.lr=0.1"], True),
+    (["task=digits", "model=mlp", "precision=fp16", "steps=30", "eval_every=10", "optim.lr=0.1"], False),  # no kernel
 ])
 def test_population_equals_runs_trained_alone(make_cfg, tmp_path, setup, batched):
     """Eight runs (seeds, clip methods, lrs, momentum, weight decay) in one population vs each trained alone: same files."""
     together = run_jobs(jobs(make_cfg, tmp_path / "together", setup, VARIANTS))
     for job in jobs(make_cfg, tmp_path / "alone", setup, VARIANTS):
-        alone = run_job(job.cfg, job.job_dir, job.group, job.name, job.overrides)
-        assert alone["status"] == together[int(job.job_dir.name)]["status"]
+        alone = train_one(job.cfg, job.job_dir, job.name, job.overrides)
+        assert alone.status == together[int(job.job_dir.name)].status
         mine = (tmp_path / "together" / job.job_dir.name / "metrics.csv").read_bytes()
         assert mine == (job.job_dir / "metrics.csv").read_bytes(), job.overrides
-    assert {s["status"] for s in together} >= {"ok"}
-    assert all(s["population"] == 8 for s in together)
-    assert all((s["batched_steps"] > 0) == batched for s in together)
+    assert {s.status for s in together} >= {"ok"}
+    assert all(s.population == 8 for s in together)
+    assert all((s.batched_steps > 0) == batched for s in together)
 
 
 def test_batched_forward_and_backward_are_each_models_own(make_cfg):
     cfg = make_cfg("setup=digits_deep_mlp")
-    task = build_task(cfg.task, torch.device("cpu"))
     models, inputs = [], []
     for seed in range(4):
         torch.manual_seed(seed)
-        models.append(build_model(cfg.model, task))
+        task, model = build(cfg)
+        models.append(model)
         inputs.append(task.batch(torch.Generator().manual_seed(seed))[0])
     assert batching_is_exact(models, inputs)
     outputs = batched_forward(models, inputs, batched=True)
@@ -60,9 +63,8 @@ def test_batched_forward_and_backward_are_each_models_own(make_cfg):
 def test_batching_is_refused_where_it_is_not_exact(make_cfg):
     """The regression MLP's output layer has width 1: alone it is a matrix-vector product, which rounds differently
     from a batched one, so its population runs one model after another (and still equals each run alone)."""
-    cfg = make_cfg("setup=regression_mlp")
-    task = build_task(cfg.task, torch.device("cpu"))
-    models = [build_model(cfg.model, task) for _ in range(3)]
+    built = [build(make_cfg("setup=regression_mlp")) for _ in range(3)]
+    task, models = built[0][0], [model for _, model in built]
     inputs = [task.batch(torch.Generator().manual_seed(seed))[0] for seed in range(3)]
     assert not batching_is_exact(models, inputs)
     assert all(p.grad is None for m in models for p in m.parameters())  # the probe works on copies
@@ -74,7 +76,7 @@ def test_a_population_whose_runs_all_crash_still_returns(make_cfg, tmp_path, mon
     def broken(self, out):
         raise ValueError("bad loss")
 
-    monkeypatch.setattr(training.Run, "check_loss", broken)
+    monkeypatch.setattr(training.Run, "check_divergence", broken)
     summaries = run_jobs(jobs(make_cfg, tmp_path, ["task=digits", "model=mlp", "steps=5"], VARIANTS[:2]))
     assert [s["status"] for s in summaries] == ["failed", "failed"]
     assert all(s["error"] == "ValueError: bad loss" for s in summaries)

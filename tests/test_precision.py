@@ -7,11 +7,13 @@ import torch
 import gradclip.training as training
 from gradclip.config import ConfigError, validate
 
+from conftest import train_one
+
 DIGITS = ["task=digits", "model=mlp", "steps=20", "eval_every=10", "optim.lr=0.1", "clip=norm", "clip.threshold=0.5"]
 
 
 def metrics(make_cfg, folder, *overrides) -> pd.DataFrame:
-    training.run_job(make_cfg(*overrides), folder, group="g", name="n", overrides=list(overrides))
+    train_one(make_cfg(*overrides), folder, overrides=overrides)
     return pd.read_csv(folder / "metrics.csv")
 
 

@@ -1,10 +1,14 @@
 """The committed results/ is what the code produces: the report rebuilds from the stored tables to the same text,
 and a tiny real run of an experiment yields tables with the committed schema."""
 
+import base64
+import html
+import re
 import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +18,64 @@ from experiments.common import VERDICTS
 from experiments.reproduce import CLAIMS, EXPERIMENTS
 
 RESULTS = ROOT / "results"
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+PNG = b"\x89PNG\r\n\x1a\n"
+CLAIM_ROW = re.compile(r"\| [CB]\d+ \|")  # a claims-table row of report.md
+
+
+class Page(HTMLParser):
+    """A page read tag by tag: misnested or unclosed tags, its <img> attributes, every table row (thead or tbody, cell
+    texts) and the text of every element."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.open, self.errors, self.images, self.rows, self.texts = [], [], [], [], []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag == "tr":
+            self.rows.append((next((t for t, _ in reversed(self.open) if t in ("thead", "tbody")), None), []))
+        if tag not in VOID:
+            self.open.append([tag, ""])
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open[-1][0] != tag:
+            self.errors.append(f"</{tag}> closes <{self.open[-1][0] if self.open else 'nothing'}>")
+            return
+        tag, text = self.open.pop()
+        self.texts.append((tag, text.strip()))
+        if tag in ("th", "td"):
+            self.rows[-1][1].append(text.strip())
+
+    def handle_data(self, data):
+        for element in self.open:  # an element's text includes its children's
+            element[1] += data
+
+    def text_of(self, tag: str) -> list[str]:
+        return [text for t, text in self.texts if t == tag]
+
+
+def check_report_html(page_path: Path, md_path: Path) -> Page:
+    """report.html is well formed, its figures are embedded PNGs, it has tables, and it shows every claims-table
+    row of report.md (claim, statement, verdict, per-experiment verdicts) as a table row."""
+    page = Page(page_path.read_text())
+    assert page.errors == [] and [tag for tag, _ in page.open] == []  # every tag closed, in order
+    assert page.images
+    for img in page.images:
+        kind, _, data = img["src"].partition(",")
+        assert kind == "data:image/png;base64", img["src"][:40]
+        png = base64.b64decode(data, validate=True)
+        assert png.startswith(PNG) and png == (page_path.parent / "figures" / img["alt"]).read_bytes(), img["alt"]
+    head = [cells for section, cells in page.rows if section == "thead"]
+    body = [cells for section, cells in page.rows if section == "tbody"]
+    assert head and body and all(cells for cells in head + body)
+    md_rows = [[html.unescape(c.strip().replace("\\|", "|")) for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+               for line in md_path.read_text().splitlines() if CLAIM_ROW.match(line)]
+    assert md_rows and all(row in body for row in md_rows)
+    return page
 
 
 def stored_copy(tmp_path):
@@ -35,14 +97,24 @@ def test_figures_rebuild_the_committed_report_exactly(tmp_path):
     assert (results / "REPORT.md").read_text() == (RESULTS / "REPORT.md").read_text()
     committed = sorted(p.name for p in (RESULTS / "figures").glob("*.png"))
     assert sorted(p.name for p in (results / "figures").glob("*.png")) == committed and committed
-    HTMLParser().feed((results / "report.html").read_text())
+    page = check_report_html(results / "report.html", results / "REPORT.md")
+    assert len(page.images) == len(committed)
+    # every heading with it, the evidence per claim ("C1: ... — partly") included
+    assert page.text_of("h3") == [line[4:] for line in (results / "REPORT.md").read_text().splitlines()
+                                  if line.startswith("### ")]
 
 
 def test_claims_table_has_every_claim_with_a_verdict():
+    """Each claim's verdict is the one COMBINE_RULE gives from its experiments' verdicts: the one they agree on, else
+    'partly'; an experiment that could not test it does not count."""
     report = (RESULTS / "REPORT.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| C") or line.startswith("| B")]
-    assert [row.split("|")[1].strip() for row in rows] == list(CLAIMS)
-    assert all(row.split("|")[3].strip() in VERDICTS for row in rows)
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in report.splitlines() if CLAIM_ROW.match(line)]
+    assert [row[0] for row in rows] == list(CLAIMS)
+    for claim, _, verdict, by_experiment in rows:
+        each = [part.split(": ")[1] for part in by_experiment.split(" · ")]
+        assert set(each) <= set(VERDICTS), claim
+        tested = set(each) - {"not tested"}
+        assert verdict == (tested.pop() if len(tested) == 1 else "partly" if tested else "not tested"), claim
 
 
 def check_schema(results, names):
@@ -77,3 +149,4 @@ def test_experiment_sweep_report_starts_with_its_claims(tmp_path):
     assert [line.split("|")[1].strip() for line in report if line.startswith("| C")] == ["C1", "C2", "C4"]
     assert (sweep / "report" / "figures" / "cliff_surface.png").is_file()
     assert "Claims tested by <code>cliff</code>" in (sweep / "report" / "report.html").read_text()
+    check_report_html(sweep / "report" / "report.html", sweep / "report" / "report.md")

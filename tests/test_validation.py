@@ -1,59 +1,90 @@
 """Every config key has a decided rule; a value that cannot work, or a corpus that cannot be read, is refused on one
 line before any work."""
 
+import dataclasses
 import re
+import typing
 from enum import Enum
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from hydra.utils import get_class
+from omegaconf import MISSING, OmegaConf
 
-from gradclip.config import ANY_VALUE_KEYS, RANGE_CHECKS, SCHEMA_NAMES, ConfigError, validate
-from gradclip.data import load_corpus
+from gradclip.component import settings
+from gradclip.config import OPTIM_RULES, Config, ConfigError, validate
+from gradclip.tasks.charlm import load_corpus
 
 from conftest import ROOT, run_cli
 
-OPTIONS = [f"{group}={path.stem}" for group in ("task", "model", "clip", "optim", "logger", "setup")
-           for path in sorted((ROOT / "conf" / group).glob("*.yaml"))]
+GROUPS = ("task", "model", "clip", "optim", "logger")
+OPTIONS = [f"{group}={path.relative_to(ROOT / 'conf' / group).with_suffix('')}" for group in GROUPS + ("setup",)
+           for path in sorted((ROOT / "conf" / group).rglob("*.yaml"))]
 EXPERIMENTS = [f"+experiment={path.stem}" for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))]
+COMPONENTS = ("task", "model", "clip", "logger")  # optim: torch's own class, checked by OPTIM_RULES
 
 
-def leaves(node: dict, prefix: str = ""):
-    """(dotted key, value) for every leaf of a nested dict."""
-    for key, value in node.items():
-        if isinstance(value, dict):
-            yield from leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
+def component_classes(make_cfg) -> dict[str, type]:
+    """group.option -> the class its yaml names, for every option of every component group."""
+    return {option: get_class(make_cfg(option)[option.split("=")[0]]._target_)
+            for option in OPTIONS if option.split("=")[0] in COMPONENTS}
+
+
+def decided(field: dataclasses.Field, schema: type) -> bool:
+    kind = typing.get_type_hints(schema)[field.name]
+    return "rule" in field.metadata or "any" in field.metadata or kind is bool or (
+        isinstance(kind, type) and issubclass(kind, Enum))
 
 
 def test_every_key_has_a_decided_rule(make_cfg):
-    """A new key fails here until it gets a RANGE_CHECKS row, an ANY_VALUE_KEYS entry or an Enum / bool type."""
-    seen, undecided = set(), {}
-    for option in OPTIONS + EXPERIMENTS:
-        cfg = make_cfg(option)
-        for key, value in leaves(OmegaConf.to_container(cfg)):
-            seen.add(key)
-            group, _, leaf = key.rpartition(".")
-            named_by_schema = leaf == "name" and OmegaConf.get_type(cfg[group]) in SCHEMA_NAMES
-            if not (key in RANGE_CHECKS or key in ANY_VALUE_KEYS or isinstance(value, (Enum, bool)) or named_by_schema):
-                undecided.setdefault(key, option)
-    assert not undecided, f"keys without a validation rule (key: first option that has it): {undecided}"
-    assert set(RANGE_CHECKS) | ANY_VALUE_KEYS <= seen, "rules for keys that no config has"
+    """A field fails here until it gets a rule(), an any_value() or an Enum / bool type; an optimizer key until it
+    has an OPTIM_RULES row or is a bool."""
+    undecided = {}
+    for schema, prefix in [(Config, "")] + [(cls, f"{o.split('=')[0]}.") for o, cls in component_classes(make_cfg).items()]:
+        for field in dataclasses.fields(schema):
+            if field.name not in COMPONENTS + ("optim",) and not decided(field, schema):
+                undecided.setdefault(prefix + field.name, schema.__name__)
+    for option in [o for o in OPTIONS if o.startswith("optim=")] + EXPERIMENTS:
+        for key, value in make_cfg(option).optim.items():
+            if key != "_target_" and not isinstance(value, bool) and key not in OPTIM_RULES:
+                undecided.setdefault(f"optim.{key}", option)
+    assert not undecided, f"keys without a validation rule (key: where): {undecided}"
+
+
+def test_defaults_live_in_the_yaml_alone(make_cfg):
+    """Every schema field is MISSING (no default in Python) and every option's yaml gives every field of its class."""
+    for schema in {Config, *component_classes(make_cfg).values()}:
+        with_default = [f.name for f in dataclasses.fields(schema) if f.default is not MISSING
+                        or f.default_factory is not dataclasses.MISSING]
+        assert not with_default, f"{schema.__name__} has defaults for {with_default}: give them in its yaml only"
+    for option, cls in component_classes(make_cfg).items():
+        given = set(make_cfg(option)[option.split("=")[0]]) - {"_target_"}
+        assert given == {f.name for f in dataclasses.fields(cls)}, option
+
+
+def plain(node) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
 
 
 GOOD = [[option] for option in OPTIONS if option.startswith(("setup=", "clip=", "optim=", "logger="))] + [
     [experiment] for experiment in EXPERIMENTS] + [
-    ["task=adding", "model=rnn"], ["task=temporal_order", "model=lstm", "model.name=gru", "model.cell=gru"],
-    ["clip=norm", "clip.threshold=inf"], ["clip.threshold=5"], ["task.target=null"], ["seed=4294967295"],
-    ["task.level=word", "task.target=1.5"], ["task=digits", "model=mlp", "task.target=0"], ["diverge_factor=inf"],
-    ["setup=cliff", "task.goal=0.01", "task.x0=-3", "model.w0=-100"], ["logger=wandb", "logger.entity=someone"],
+    ["task=adding", "model=rnn"], ["task=temporal_order", "model=lstm", "model.cell=gru"],
+    ["clip=norm", "clip.threshold=inf"], ["clip=norm", "clip.threshold=5"], ["task.target=null"],
+    ["seed=4294967295"], ["task.level=word", "task.target=1.5"], ["task=digits", "model=mlp", "task.target=0"],
+    ["diverge_factor=inf"], ["setup=cliff", "task.goal=0.01", "task.x0=-3", "model.w0=-100"],
+    ["logger=wandb", "logger.entity=someone"], ["optim=adam", "optim.betas=[0.5,0.9]"],
 ]
 
 
 @pytest.mark.parametrize("overrides", GOOD, ids=" ".join)
-def test_shipped_options_and_edge_values_pass(make_cfg, overrides):
-    validate(make_cfg(*overrides))
+def test_shipped_options_and_edge_values_pass_as_given(make_cfg, overrides):
+    """Each passes, and validation returns the components with exactly the composed values, overrides included."""
+    cfg = make_cfg(*overrides)
+    found = validate(cfg)
+    for group in COMPONENTS:
+        component = getattr(found, group)
+        assert type(component) is get_class(cfg[group]._target_)
+        assert settings(component) == plain(cfg[group]), group
 
 
 BAD = [  # (overrides, start of the one-line message)
@@ -72,20 +103,25 @@ BAD = [  # (overrides, start of the one-line message)
     (["setup_name="], "setup_name='': must be a non-empty printable label"),
     (["setup_name=' '"], "setup_name=' ': must be a non-empty printable label"),
     (["optim.lr=inf"], "optim.lr=inf: must be a number > 0"),
-    (["optim.lr_scale=0"], "optim.lr_scale=0.0: must be a number > 0"),
-    (["optim.momentum=1"], "optim.momentum=1.0: must be a number in [0, 1)"),
+    (["optim.lr_scale=0"], "optim.lr_scale=0: must be a number > 0"),
+    (["optim.momentum=1"], "optim.momentum=1: must be a number in [0, 1)"),
     (["optim.weight_decay=inf"], "optim.weight_decay=inf: must be a finite number >= 0"),
-    (["optim=adam", "optim.beta1=1"], "optim.beta1=1.0: must be a number in [0, 1)"),
-    (["optim=adam", "optim.beta2=-0.1"], "optim.beta2=-0.1: must be a number in [0, 1)"),
-    (["optim=adam", "optim.eps=0"], "optim.eps=0.0: must be a number > 0"),
+    (["optim=adam", "optim.betas=[1,0.5]"], "optim.betas=[1, 0.5]: must be two numbers in [0, 1)"),
+    (["optim=adam", "optim.betas=[0.9]"], "optim.betas=[0.9]: must be two numbers in [0, 1)"),
+    (["+optim.dampening=1"], "optim.dampening=1: must be a number in [0, 1)"),
+    (["+optim.nesterovv=0.9"], "optim.nesterovv=0.9: no rule for this key"),
+    (["optim.lr=fast"], "optim.lr='fast': must be a number > 0"),
+    (["optim._target_=SGD"], "optim._target_='SGD': an optimizer yaml names a torch.optim class"),
+    (["optim=adam", "optim.eps=0"], "optim.eps=0: must be a number > 0"),
     (["clip.name="], "clip.name='': must be a non-empty printable label"),
-    (["clip.threshold=nan"], "clip.threshold=nan: must be a number > 0 (inf = never clip), or null"),
-    (["clip=agc", "clip.threshold=-1"], "clip.threshold=-1.0: must be a number > 0"),
-    (["clip=value", "clip.threshold=null"], "clip.threshold=None: clip=value needs a threshold > 0"),
-    (["clip=norm", "clip.threshold=nan"], "clip.threshold=nan: clip=norm needs a threshold > 0"),
+    (["clip=norm", "clip.threshold=nan"], "clip.threshold=nan: must be a number > 0 (inf = never clip)"),
+    (["clip=value", "clip.threshold=-1"], "clip.threshold=-1.0: must be a number > 0"),
+    (["clip=value", "clip.threshold=null"], "clip.threshold: Incompatible value 'None' for field of type 'float'"),
+    (["clip=per_tensor", "clip.threshold=0"], "clip.threshold=0.0: must be a number > 0"),
+    (["clip=random", "clip.threshold=one"], "clip.threshold: Value 'one' of type 'str' could not be converted to Float"),
     (["clip=autoclip", "clip.percentile=0"], "clip.percentile=0.0: must be a number in (0, 100]"),
     (["clip=agc", "clip.clip_factor=0"], "clip.clip_factor=0.0: must be a number > 0"),
-    (["clip=agc", "clip.agc_eps=-1"], "clip.agc_eps=-1.0: must be a number > 0"),
+    (["clip=agc", "clip.eps=-1"], "clip.eps=-1.0: must be a number > 0"),
     (["clip=zclip", "clip.alpha=1"], "clip.alpha=1.0: must be a number in (0, 1)"),
     (["clip=zclip", "clip.z_thresh=inf"], "clip.z_thresh=inf: must be a number > 0"),
     (["clip=zclip", "clip.warmup=0"], "clip.warmup=0: must be an integer >= 1"),
@@ -119,12 +155,14 @@ BAD = [  # (overrides, start of the one-line message)
     (["logger=wandb", "logger.project=a/b"], "logger.project='a/b': must be a W&B project name"),
     (["logger=wandb", "logger.project="], "logger.project='': must be a W&B project name"),
     (["logger=wandb", f"logger.project={'x' * 129}"], f"logger.project='{'x' * 129}': must be a W&B project name"),
-    (["task.name=adding"], "task.name='adding': must be charlm with the keys of CharLMTask"),
-    (["task=adding", "model=rnn", "task.name=digits"], "task.name='digits': must be adding or temporal_order"),
-    (["model.name=mlp"], "model.name='mlp': must be lstm or gru or rnn with the keys of RecurrentModel"),
-    (["task=digits", "model=mlp", "model.name=lstm"], "model.name='lstm': must be mlp with the keys of MLPModel"),
-    (["optim.name=adam"], "optim.name='adam': must be sgd with the keys of SGDConfig"),
-    (["logger.name=offline"], "logger.name='offline': must be wandb or none"),
+    (["task=digits"], "model=lstm: needs a sequence task (got task=digits, a vector task)"),
+    (["model=mlp"], "model=mlp: needs a vector task (got task=charlm, a sequence task)"),
+    (["setup=cliff", "model=rnn"], "model=rnn: needs a sequence task (got task=cliff, a cliff task)"),
+    (["model._target_=gradclip.models.mlp.MLP"], "model.cell: Key 'cell' not in 'MLP'"),
+    (["clip._target_=gradclip.nowhere.Clip"], "clip._target_='gradclip.nowhere.Clip': cannot be imported"),
+    (["clip._target_=collections.OrderedDict"], "clip._target_='collections.OrderedDict': must name a gradclip component"),
+    (["model.cell=transformer"], "model.cell: Invalid value 'transformer', expected one of [lstm, gru, rnn]"),
+    (["logger=wandb", "logger.mode=later"], "logger.mode: Invalid value 'later', expected one of [offline, online"),
 ]
 
 
@@ -135,8 +173,11 @@ def test_bad_value_is_refused_on_one_line(make_cfg, overrides, message):
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
 
 
-def test_every_range_check_is_exercised():
-    assert set(RANGE_CHECKS) <= {re.match(r"[\w.]+", message).group() for _, message in BAD}
+def test_every_rule_is_exercised(make_cfg):
+    ruled = {f.name for f in dataclasses.fields(Config) if "rule" in f.metadata} | {f"optim.{k}" for k in OPTIM_RULES}
+    for option, cls in component_classes(make_cfg).items():
+        ruled |= {f"{option.split('=')[0]}.{f.name}" for f in dataclasses.fields(cls) if "rule" in f.metadata}
+    assert ruled <= {re.match(r"[\w.]+", message).group() for _, message in BAD}
 
 
 TRAIN, VALID = "the cat sat on the mat\n" * 5, "the dog sat\n"

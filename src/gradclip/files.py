@@ -27,9 +27,9 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
 
 
 def _json_safe(value):
-    """NaN and infinities become null: JSON has no such numbers."""
+    """JSON has no NaN or infinity: NaN becomes null, an infinity the string "inf" or "-inf"."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return None if math.isnan(value) else str(value)
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -12,7 +12,14 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
 from urllib.parse import urlsplit
+
+from omegaconf import MISSING
+
+from gradclip.component import Component, any_value, label, rule
 
 CONNECT_TIMEOUT_S = 2.0  # pre-flight TCP connection to the W&B server, name lookup included
 INIT_TIMEOUT_S = 20.0  # wandb.init in online mode (wandb's default is 90 s)
@@ -85,15 +92,41 @@ def _online_problem() -> str | None:
     return None
 
 
+class Mode(Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+def _wandb_project(name: str) -> bool:
+    return label(name) and len(name) <= 128 and not set(name) & set("/\\#?%:")  # W&B's own rule for project names
+
+
+class Logger(Component):
+    """Base of the loggers (conf/logger/)."""
+
+
+@dataclass
+class NoLogger(Logger):
+    """No W&B at all: the job folder's own files only."""
+
+
+@dataclass
+class WandB(Logger):
+    mode: Mode = MISSING
+    project: str = rule(_wandb_project, "a W&B project name: 1 to 128 printable characters, none of / \\ # ? % :")
+    entity: Optional[str] = any_value("null = the account's default; W&B checks the name itself, when it syncs")
+
+
 class RunLogger:
     """One W&B run per job, or nothing with ``logger=none``. ``finish()`` must be called at the end of every job.
 
     Never raises (except KeyboardInterrupt and SystemExit); without a working W&B run, ``log``/``finish`` do nothing.
     """
 
-    def __init__(self, cfg, job_dir: str, group: str, name: str, config: dict):
+    def __init__(self, cfg: Logger, job_dir: str, group: str, name: str, config: dict):
         self.run = None
-        if cfg.name == "none":
+        if not isinstance(cfg, WandB):
             return
         # The environment must be set before wandb.init; mode= alone is not enough for every code path.
         os.environ["WANDB_MODE"] = mode = cfg.mode.value

@@ -11,7 +11,7 @@ import base64
 import html
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from gradclip.files import write_atomic  # noqa: E402
+from gradclip.summary import RunSummary  # noqa: E402
 from gradclip.sweep import failed_runs, job_summaries, run_name  # noqa: E402
 
 MAX_POINTS = 1000  # points per run in a line plot; longer runs are averaged into this many bins
@@ -39,10 +40,9 @@ def load_runs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for job_dir, summary in job_summaries(folder):
         if summary is None or summary.get("status") == "failed":
             continue
-        run = run_name(folder, job_dir)
-        summaries.append({**summary, "run": run})
-        frame = pd.read_csv(job_dir / "metrics.csv")
-        metrics.append(frame.assign(run=run, seed=summary["seed"]))
+        run, typed = run_name(folder, job_dir), RunSummary.from_dict(summary)
+        summaries.append({**asdict(typed), "run": run})
+        metrics.append(pd.read_csv(job_dir / "metrics.csv").assign(run=run, seed=typed.seed))
     if not summaries:
         raise FileNotFoundError(f"{folder}: no finished runs (no summary.json below it)")
     runs = pd.DataFrame(summaries)

@@ -12,24 +12,43 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
-from gradclip.config import ConfigError
+from gradclip.component import ConfigError
 
-SCHEMA_VERSION = 2  # layout of the job files (config.yaml, metrics.csv, summary.json); bump when it changes
+SCHEMA_VERSION = 3  # layout of the job files (config.yaml, metrics.csv, summary.json); bump when it changes
 IGNORED_KEYS = ("logger", "report")  # config keys that do not change a run's numbers
 
 
 @functools.cache
 def code_version() -> str:
     """The gradclip version and a hash of its source files: results of other code are never mixed in."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest, package = hashlib.sha256(), Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return f"{version('gradclip')}+{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class Job:
+    """One run of a sweep: its config, its folder, how the report and W&B name it, and the torch threads its
+    launcher gives it when the config says threads=0 (auto; 0 here = torch's default, every core)."""
+
+    cfg: object  # the job's DictConfig, without hydra's node
+    job_dir: Path
+    group: str
+    name: str
+    overrides: list[str]
+    auto_threads: int = 0
+
+
+def job_labels(folder: Path, override_dirname: str) -> tuple[str, str]:
+    """A job's W&B group, one per sweep (multirun/<date>/<time> -> <date>_<time>), and its run name."""
+    return "_".join(Path(folder).parts[-2:]), override_dirname or "defaults"
 
 
 def stamp() -> dict:

@@ -25,7 +25,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradclip.files import write_atomic
-from gradclip.sweep import compose_job
+from gradclip.sweep import Job, compose_job, job_labels
 
 log = logging.getLogger(__name__)
 # What every worker imports, once, in the server it is forked from (~3 s in each worker otherwise; torch.optim's
@@ -56,14 +56,11 @@ def split(indices: list[int], parts: int) -> list[list[int]]:
     return [indices[i::parts] for i in range(parts)]
 
 
-def train_population(jobs: list, threads: int) -> list[dict]:
-    """One worker's share: its population trained with ``threads`` torch threads (runs in the worker process)."""
-    import torch
+def train_population(jobs: list[Job]) -> list:
+    """One worker's share: its population (runs in the worker process)."""
+    from gradclip.training import run_jobs
 
-    from gradclip.training import Job, run_jobs
-
-    torch.set_num_threads(threads)
-    return run_jobs([Job(cfg, Path(job_dir), group, name, overrides) for cfg, job_dir, group, name, overrides in jobs])
+    return run_jobs(jobs)
 
 
 def save_hydra_files(cfg: DictConfig, job: DictConfig, job_dir: Path, overrides: list[str]) -> None:
@@ -90,16 +87,14 @@ class PopulationLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        group = "_".join(sweep_dir.parts[-2:])  # one W&B group per sweep, as run.py names it
         configs, jobs, groups = [], [], defaultdict(list)
         for idx, overrides in enumerate(job_overrides):
             cfg, job_dir = compose_job(self.hydra_context.config_loader, self.config, overrides, initial_job_idx + idx)
-            name = cfg.hydra.job.override_dirname or "defaults"
             job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
                 save_hydra_files(cfg, job, job_dir, overrides)
             configs.append(cfg)
-            jobs.append((job, str(job_dir), group, name, list(overrides)))
+            jobs.append(Job(job, job_dir, *job_labels(sweep_dir, cfg.hydra.job.override_dirname), list(overrides)))
             groups[population_key(job)].append(idx)
         cores = os.cpu_count() or 1
         workers = self.n_jobs if self.n_jobs > 0 else cores
@@ -108,6 +103,8 @@ class PopulationLauncher(Launcher):
                        for part in split(members, max(parts, math.ceil(len(members) / self.max_population)))]
         workers = min(workers, len(populations))
         threads = max(1, cores // workers)
+        for job in jobs:
+            job.auto_threads = threads
         log.info(f"Population launcher: {len(jobs)} jobs in {len(populations)} populations "
                  f"({', '.join(str(len(p)) for p in populations)} runs), {workers} workers x {threads} threads, "
                  f"sweep output dir: {sweep_dir}")
@@ -115,9 +112,8 @@ class PopulationLauncher(Launcher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         start_worker_server()
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD)) as pool:
-            results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations],
-                                    [threads] * len(populations)))
+            results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations]))
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
-        return [JobReturn(overrides=list(overrides), cfg=jobs[i][0], hydra_cfg=configs[i], working_dir=jobs[i][1],
+        return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i], working_dir=str(jobs[i].job_dir),
                           task_name=configs[i].hydra.job.name, status=JobStatus.COMPLETED, _return_value=summaries[i])
                 for i, overrides in enumerate(job_overrides)]

@@ -1,0 +1,124 @@
+"""Tasks, one module each: ``conf/task/<option>.yaml`` names its class with ``_target_``.
+
+A task is a dataclass of its settings. ``setup(device)`` makes or loads its data (torch is imported there, so
+checking a config does not load it); then ``batch(generator)`` gives one training batch, ``loss(output, y)`` the
+training loss and ``evaluate(model)`` the held-out scores (called under ``torch.no_grad``). ``metric`` is the
+headline held-out number; ``target_metric`` (lower is better) is the one ``target`` is compared with. ``kind`` says
+which models take it (``Model.accepts``); ``input_dim`` / ``vocab_size`` / ``output_dim`` / ``readout`` tell a model
+its shapes, and ``info`` describes the data in the run's summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from gradclip.component import SEED, Component, ConfigError, component_name, non_negative, rule
+
+AT_LEAST_ONE = (lambda v: v >= 1, "an integer >= 1")
+
+
+@dataclass
+class Task(Component):
+    target: Optional[float] = rule(non_negative, "a finite number >= 0, or null for no target")
+    kind: ClassVar[str]  # "sequence", "vector" or "cliff"
+    metric: ClassVar[str]
+    target_metric: ClassVar[str]
+    readout: ClassVar[Optional[str]] = "last"  # a sequence model predicts at the last step ("all": every step)
+    vocab_size: ClassVar[Optional[int]] = None  # token inputs
+    input_dim: ClassVar[Optional[int]] = None  # vector inputs
+    output_dim: ClassVar[Optional[int]] = None
+
+    @property
+    def name(self) -> str:
+        return component_name(type(self))
+
+    def setup(self, device) -> None:
+        """Make or load the data, on ``device``; set ``info`` (and the shapes a model needs)."""
+        raise NotImplementedError
+
+    def batch(self, gen):
+        """One training batch (x, y), drawn with the run's generator ``gen``."""
+        raise NotImplementedError
+
+    def loss(self, out, y):
+        raise NotImplementedError
+
+    def evaluate(self, model) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ErrorRateTarget:
+    """Mixin for tasks whose ``target`` is a held-out error rate."""
+
+    def check(self) -> None:
+        if self.target is not None and self.target > 1:
+            raise ConfigError(f"task.target={self.target}: must be in [0, 1] (task={self.name}'s target is an "
+                              "error rate)")
+
+
+@dataclass
+class GeneratedSequences(ErrorRateTarget, Task):
+    """Pascanu et al.'s synthetic problems: fresh training batches from the run's generator, a fixed held-out set."""
+
+    seq_len: int = rule(lambda v: v >= 10, "an integer >= 10")
+    batch_size: int = rule(*AT_LEAST_ONE)
+    eval_size: int = rule(*AT_LEAST_ONE)
+    data_seed: int = rule(*SEED)  # seed of the held-out set, the same for every run
+    kind = "sequence"
+    target_metric = "error_rate"
+
+    def setup(self, device) -> None:
+        import torch
+
+        self.device = device
+        gen = torch.Generator().manual_seed(self.data_seed)
+        self.eval_batches = [self.sample(gen, min(100, self.eval_size - i)) for i in range(0, self.eval_size, 100)]
+        self.info = {"generator": f"Pascanu et al. 2013 {self.name}", "seq_len": self.seq_len}
+
+    def sample(self, gen, n: int):
+        """``n`` sequences and their labels."""
+        raise NotImplementedError
+
+    def batch(self, gen):
+        return self.sample(gen, self.batch_size)
+
+
+@dataclass
+class SklearnData(Task):
+    """A fixed train/held-out split of a data set that scikit-learn ships or makes (no download)."""
+
+    batch_size: int = rule(*AT_LEAST_ONE)
+    data_seed: int = rule(*SEED)
+    kind = "vector"
+
+    def arrays(self):
+        """(x, y, held-out fraction, description of the source)."""
+        raise NotImplementedError
+
+    def scale_inputs(self, x_train, x_test):
+        return x_train, x_test
+
+    def labels(self, y):
+        raise NotImplementedError
+
+    def setup(self, device) -> None:
+        import torch
+        from sklearn.model_selection import train_test_split
+
+        x, y, test_fraction, source = self.arrays()
+        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=self.data_seed)
+        x_train, x_test = self.scale_inputs(x_train, x_test)
+        self.device = device
+        self.x_train = torch.tensor(x_train, dtype=torch.float32).to(device)
+        self.y_train = self.labels(y_train).to(device)
+        self.x_test = torch.tensor(x_test, dtype=torch.float32).to(device)
+        self.y_test = self.labels(y_test).to(device)
+        self.input_dim = x.shape[1]
+        self.info = {"data": source, "train": len(x_train), "held_out": len(x_test)}
+
+    def batch(self, gen):
+        import torch
+
+        rows = torch.randint(0, len(self.x_train), (self.batch_size,), generator=gen).to(self.device)
+        return self.x_train[rows], self.y_train[rows]
