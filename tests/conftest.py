@@ -51,3 +51,22 @@ def train_one(cfg, job_dir: Path, name: str = "run", overrides=()):
     from gradclip.training import run_jobs
 
     return run_jobs([Job(cfg, Path(job_dir), "g", name, list(overrides))])[0]
+
+
+def run_summary(**fields):
+    """A RunSummary with plain values for every field not given: fixtures for the experiments' tables."""
+    import math
+
+    from gradclip.summary import RunSummary
+    from gradclip.sweep import stamp
+
+    defaults = dict(
+        setup_name="custom", task="t", model="m", model_params={}, clip="none", clip_method="none",
+        clip_threshold=math.inf, clip_params={}, optim="sgd", lr=0.1, lr_scale=1.0, seed=0, steps=10, status="ok",
+        diverged=False, diverged_step=None, diverged_reason=None, steps_run=10, metric="loss", higher_is_better=False,
+        final_metric=1.0, final_eval={}, best_metric=1.0, best_step=10, target_metric="loss", target=None,
+        steps_to_target=None, clipped_fraction=0.0, nonfinite_steps=0, loss_spikes=0, spike_factor=1.5,
+        spike_window=50, initial_loss=3.0, grad_norm_median=1.0, grad_norm_max=1.0, cosine_median=None,
+        final_train_loss=1.0, step_time_ms_median=1.0, group="g", name="n", overrides=[], device="cpu", threads=1,
+        versions={}, data={}, wall_time_s=1.0, resumed_from_step=0, population=1, batched_steps=0, **stamp())
+    return RunSummary(**{**defaults, **fields})

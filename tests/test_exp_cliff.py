@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from experiments import cliff
-from gradclip.data import build_task
-from gradclip.models import build_model
+
+from conftest import build
 
 # Points on the smooth part of the surface (central differences are accurate there), the setup's start first; at
 # (4, -2) and (4.2, -2.1) x_t converges slowly, so one step more or less changes E by ~1 %.
@@ -48,8 +48,9 @@ def simulate(starts, clips=("none", "norm1"), lr=0.1, steps=200):
         rows += [{"run": str(i), "step": step, "seed": 0, "loss": logged[i], "grad_norm": norm[i],
                   "grad_norm_clipped": norm[i] * scale[i], "clipped": int(scale[i] < 1), "skipped": 0, "cosine": 1.0,
                   "update_norm": lr * scale[i] * norm[i], "w": w[i], "b": b[i]} for i in range(len(jobs))]
-    runs = pd.DataFrame([{"run": str(i), "clip": clip, "clip_threshold": 1.0 if clip == "norm1" else None, "lr": lr,
-                          "seed": 0, "task": "cliff", "overrides": [f"clip={clip}", f"model.w0={w0}", f"model.b0={b0}"],
+    runs = pd.DataFrame([{"run": str(i), "clip": clip, "clip_threshold": 1.0 if clip == "norm1" else np.inf, "lr": lr,
+                          "seed": 0, "task": "cliff", "model_params": {"w0": w0, "b0": b0},
+                          "overrides": [f"clip={clip}", f"model.w0={w0}", f"model.b0={b0}"],
                           "group": clip, "diverged": False} for i, (w0, b0, clip) in enumerate(jobs)])
     steps = pd.DataFrame(rows).merge(runs[["run", "group", "task"]], on="run")
     return runs, steps
@@ -74,10 +75,10 @@ def test_tables_have_the_documented_columns(real_like):
             "max_step_norm", "step_bound", "min_cosine"} <= set(jumps)
     assert len(jumps) == 6 and set(jumps["clip"]) == {"none", "norm 1"}
     traj = real_like["trajectory"]
-    # the loss recomputed from the logged (w, b) agrees with the independently logged one; starts from the overrides
+    # the loss recomputed from the logged (w, b) agrees with the independently logged one; starts from model_params
     assert jumps.max_loss_check_error.max() < 1e-9
     assert set(traj.start) == {"(5, -2.3)"} and set(traj["clip"]) == {"none", "norm 1"}  # the illustrated start
-    assert set(jumps.w0) == {5.0, 4.5}  # starts from the overrides
+    assert set(jumps.w0) == {5.0, 4.5}  # starts from model_params
 
 
 @pytest.mark.parametrize("w,b", SMOOTH)
@@ -91,8 +92,7 @@ def test_the_trained_model_has_the_same_loss(make_cfg):
     """What the training loop runs (conf/setup/cliff.yaml: CliffRNN and the Cliff task's loss) is Eq. 8 too."""
     for w, b in SMOOTH:
         cfg = make_cfg("setup=cliff", f"model.w0={w}", f"model.b0={b}")
-        task = build_task(cfg.task, "cpu")
-        model = build_model(cfg.model, task)
+        task, model = build(cfg)
         E = task.loss(model(), None)
         E.backward()
         assert E.item() == pytest.approx(pascanu_loss(w, b), rel=1e-12)

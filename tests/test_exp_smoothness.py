@@ -1,5 +1,6 @@
 """experiments/smoothness.py: its rule both ways on synthetic tables, its tables on a synthetic sweep, its figure."""
 
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +28,8 @@ def synthetic_sweep(n_steps=300, every=5):
                     rows.append({"run": run, "seed": seed, "step": step, "loss": 1.0, "grad_norm": g,
                                  "smoothness": s})
                 runs.append({"run": run, "seed": seed, "setup_name": setup, "task": setup, "clip": clip,
-                             "clip_threshold": 1.0 if clip == "norm1" else None, "diverged": last < n_steps,
+                             "clip_threshold": 1.0 if clip == "norm1" else math.inf, "diverged": last < n_steps,
+                             "clip_method": "none" if clip == "none" else "norm",
                              "group": f"{setup},{clip}", "overrides": [f"setup={setup}", f"clip={clip}"]})
     runs = pd.DataFrame(runs)
     steps = pd.DataFrame(rows).merge(runs[["run", "group", "task"]], on="run")

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from experiments import threshold as exp
-from gradclip.files import write_atomic, write_json
+from gradclip.files import write_atomic
 from gradclip.report import load_runs
+
+from conftest import run_summary
 
 SETUPS = {  # setup -> (metric, higher is better, target metric, target, base lr, steps)
     "charlm_lstm": ("bpc", False, "bpc", 2.5, 16.0, 40),
@@ -23,7 +25,7 @@ SETUPS = {  # setup -> (metric, higher is better, target metric, target, base lr
 
 def fake_sweep(folder, specs):
     """One job folder per spec (setup, clip, lr_scale, threshold, seed; optional diverged, final, reached, norm),
-    written as training.py writes them (inf thresholds become JSON null), and read back with load_runs."""
+    written as training.py writes them (RunSummary.write), and read back with load_runs."""
     for i, spec in enumerate(specs):
         setup, clip, scale, threshold, seed = (spec[k] for k in ("setup", "clip", "lr_scale", "threshold", "seed"))
         metric, higher, target_metric, target, lr, steps = SETUPS[setup]
@@ -46,10 +48,10 @@ def fake_sweep(folder, specs):
         overrides = [f"setup={setup}", f"clip={clip}", f"optim.lr_scale={scale:g}", f"seed={seed}"]
         if clip == "norm":
             overrides.append(f"clip.threshold={threshold:g}")
-        summary = {
+        summary = run_summary(**{
             "setup_name": setup, "task": setup.split("_")[0], "model": "m", "clip": clip,
             "clip_method": "none" if clip == "none" else "norm",
-            "clip_threshold": None if clip == "none" else threshold,
+            "clip_threshold": math.inf if clip == "none" else threshold,
             "clip_params": {"threshold": threshold}, "optim": "sgd", "lr": lr * scale, "lr_scale": scale, "seed": seed,
             "steps": steps, "steps_run": n, "status": "diverged" if diverged else "ok", "diverged": diverged,
             "diverged_step": n if diverged else None, "diverged_reason": "loss" if diverged else None,
@@ -60,10 +62,10 @@ def fake_sweep(folder, specs):
             "initial_loss": 3.0, "grad_norm_median": float(np.median(grad)), "grad_norm_max": float(grad.max()),
             "step_time_ms_median": 1.0, "cosine_median": None, "final_train_loss": float(loss[-4:].mean()),
             "group": "g", "name": "n", "overrides": overrides, "device": "cpu", "threads": 1, "versions": {},
-            "data": {}, "wall_time_s": 1.0}
+            "data": {}, "wall_time_s": 1.0})
         job = folder / str(i)
         write_atomic(job / "metrics.csv", rows.to_csv(index=False))
-        write_json(job / "summary.json", summary)
+        summary.write(job / "summary.json")
     return load_runs(folder)
 
 
@@ -178,7 +180,7 @@ def test_threshold_inf_is_read_back_as_inf(tmp_path):
                                      "threshold": math.inf, "seed": 0},
                                     {"setup": "charlm_lstm", "clip": "none", "lr_scale": 1.0,
                                      "threshold": math.inf, "seed": 0}])
-    assert list(exp.thresholds(runs)) == [math.inf, math.inf]
+    assert list(runs.clip_threshold) == [math.inf, math.inf]
 
 
 def test_figures_are_written(sweep, tmp_path):

@@ -1,6 +1,5 @@
 """Each experiment's rule, checked on synthetic runs both ways (it must be able to fail)."""
 
-import json
 import math
 
 import pandas as pd
@@ -8,18 +7,19 @@ import pytest
 
 from experiments import calibration
 
+from conftest import run_summary
+
 
 def fake_sweep(folder, runs):
     """Job folders with the summary.json / metrics.csv fields the experiments read."""
     for i, run in enumerate(runs):
         job = folder / str(i)
         job.mkdir(parents=True)
-        summary = {"clip": run["clip"], "seed": run["seed"], "overrides": [f"clip={run['clip']}", f"seed={run['seed']}"],
-                   "task": "charlm", "diverged": run.get("diverged", False), "diverged_step": run.get("diverged_step"),
-                   "loss_spikes": run.get("spikes", 0), "initial_loss": 4.6, "final_metric": run.get("final", 2.2),
-                   "best_metric": 2.2, "steps_to_target": 300, "clipped_fraction": 0.01, "grad_norm_median": 0.2,
-                   "wall_time_s": 20.0}
-        (job / "summary.json").write_text(json.dumps(summary))
+        run_summary(clip=run["clip"], seed=run["seed"], overrides=[f"clip={run['clip']}", f"seed={run['seed']}"],
+                    task="charlm", diverged=run.get("diverged", False), diverged_step=run.get("diverged_step"),
+                    loss_spikes=run.get("spikes", 0), initial_loss=4.6, final_metric=run.get("final", 2.2),
+                    best_metric=2.2, steps_to_target=300, clipped_fraction=0.01, grad_norm_median=0.2,
+                    wall_time_s=20.0).write(job / "summary.json")
         pd.DataFrame({"step": [0, 1], "loss": [math.nan, 4.6]}).to_csv(job / "metrics.csv", index=False)
 
 

@@ -70,12 +70,12 @@ def test_unwritable_output_folder_is_refused(tmp_path, mode):
 BUGGY_RUN = """
 import runpy, sys, torch
 import gradclip.training as training
-original = training.Run.end_step
-def end_step(self):
+original = training.Run.clip_and_update
+def clip_and_update(self):
     if self.cfg.seed == 1 and self.step == 5:
         raise ZeroDivisionError("injected bug")
     return original(self)
-training.Run.end_step = end_step
+training.Run.clip_and_update = clip_and_update
 sys.argv[0] = {run!r}
 runpy.run_path({run!r}, run_name="__main__")
 """
