@@ -1,13 +1,14 @@
 """What every experiment module provides, and the helpers they share.
 
 An experiment is one module ``experiments/<NAME>.py`` plus one sweep ``conf/experiment/<NAME>.yaml``
-(``# @package _global_``, its runs in ``hydra.sweeper.params``), so ``python run.py -m +experiment=<NAME>`` runs it.
-The module defines, before any run is looked at:
+(``# @package _global_``, its runs in ``hydra.sweeper.params``), so ``python run.py -m +experiment=<NAME>`` runs it;
+``experiments/reproduce.py`` finds it on disk (docs/extending.md). The module defines, before any run is looked at:
 
 - ``NAME``, ``TITLE``, ``CLAIMS`` (e.g. ``("C3", "C5")``) and ``RULE``: the verdict rule in plain words, printed
   under the claims table and never changed after seeing the outcome;
 - ``tables(runs, steps) -> dict[str, DataFrame]``: the small summary tables everything else is drawn from, computed
-  from the sweep's job files (``runs``/``steps`` as returned by ``gradclip.report.load_runs``); saved as CSV under
+  from the sweep's job files (``runs``: one row per typed ``RunSummary``, ``steps``: the metric rows, as
+  ``gradclip.report.load_runs`` returns them); saved as CSV under
   ``results/<NAME>/``;
 - ``verdicts(tables) -> list[Verdict]``: one row per claim it tests, from the tables alone;
 - ``figures(tables, out_dir) -> list[Figure]``: PNGs drawn from the tables alone, each with a caption that says

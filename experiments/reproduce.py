@@ -33,8 +33,6 @@ from gradclip.callbacks import SuiteCallback  # noqa: E402
 from gradclip.files import write_atomic, write_json  # noqa: E402
 from gradclip.report import html_table, load_runs, markdown_table  # noqa: E402
 
-EXPERIMENTS = ["cliff", "exploding", "small_lr_vs_clip", "robustness", "threshold", "direction", "every_network",
-               "smoothness", "adaptive"]
 CLAIMS = {
     "C1": "Strongly non-linear objectives (RNNs, deep nets) have cliffs: products of many large weights give huge "
           "gradients.",
@@ -51,6 +49,19 @@ COMBINE_RULE = ("A claim tested by several experiments gets one row: their measu
                 "verdict they agree on; when they disagree, 'partly' (an experiment that could not test it does "
                 "not count).")
 RESULTS = ROOT / "results"
+
+
+def claim_experiments() -> list[str]:
+    """Every claim experiment, found on disk: a module experiments/NAME.py with ``verdicts`` and its sweep
+    conf/experiment/NAME.yaml; ordered by the first claim each tests, then by name."""
+    names = [path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml")
+             if (ROOT / "experiments" / f"{path.stem}.py").is_file()]
+    modules = {name: importlib.import_module(f"experiments.{name}") for name in names}
+    found = [name for name, module in modules.items() if hasattr(module, "verdicts")]
+    return sorted(found, key=lambda name: (list(CLAIMS).index(modules[name].CLAIMS[0]), name))
+
+
+EXPERIMENTS = claim_experiments()
 
 
 def run_sweep(name: str, results: Path, jobs: int, extra: list[str]) -> tuple[Path, float]:

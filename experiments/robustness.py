@@ -38,7 +38,8 @@ ANCHOR = ("Zhang et al. 2020 (AWD-LSTM on PTB): lr 30 with clip 0.25 vs lr 2 wit
 
 
 def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    runs = runs.assign(threshold=runs.clip_threshold.astype(float), score=scores(runs), lr_scale=runs.lr_scale.astype(float))
+    runs = runs.assign(threshold=runs.clip_threshold.astype(float), score=scores(runs),
+                       lr_scale=runs.lr_scale.astype(float))
     rows = []
     for (setup, scale, threshold), part in runs.groupby(["setup_name", "lr_scale", "threshold"], sort=True):
         finished = part[~part.diverged.astype(bool)]

@@ -53,7 +53,8 @@ def run_norms(steps: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables
 def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    runs = runs.assign(threshold=runs.clip_threshold.astype(float), score=scores(runs)).merge(run_norms(steps), on="run", how="left")
+    runs = runs.assign(threshold=runs.clip_threshold.astype(float), score=scores(runs))
+    runs = runs.merge(run_norms(steps), on="run", how="left")
     rows = []
     for (setup, threshold), part in runs.groupby(["setup_name", "threshold"], sort=True):
         finished = part[~part.diverged.astype(bool)]

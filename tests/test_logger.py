@@ -109,7 +109,8 @@ def test_interrupt_is_not_swallowed(make_cfg, tmp_path, monkeypatch):
 
 
 def test_log_failure_warns_once(make_cfg, tmp_path, capsys, monkeypatch):
-    run_logger = RunLogger(typed("logger", make_cfg("logger=wandb").logger), str(tmp_path), group="g", name="n", config={})
+    run_logger = RunLogger(typed("logger", make_cfg("logger=wandb").logger), str(tmp_path), group="g", name="n",
+                           config={})
 
     def broken_log(row, step):
         raise ValueError("cannot log")

@@ -40,7 +40,8 @@ def test_every_key_has_a_decided_rule(make_cfg):
     """A field fails here until it gets a rule(), an any_value() or an Enum / bool type; an optimizer key until it
     has an OPTIM_RULES row or is a bool."""
     undecided = {}
-    for schema, prefix in [(Config, "")] + [(cls, f"{o.split('=')[0]}.") for o, cls in component_classes(make_cfg).items()]:
+    schemas = [(Config, "")] + [(cls, f"{o.split('=')[0]}.") for o, cls in component_classes(make_cfg).items()]
+    for schema, prefix in schemas:
         for field in dataclasses.fields(schema):
             if field.name not in COMPONENTS + ("optim",) and not decided(field, schema):
                 undecided.setdefault(prefix + field.name, schema.__name__)

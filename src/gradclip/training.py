@@ -162,8 +162,8 @@ def train(runs: list[Run]) -> None:
                 if r.active and r.loop.checkpoint_every and r.step % r.loop.checkpoint_every == 0:
                     r.save_checkpoint()
         bar.update(1)
-        if len(active) == 1 and active[0].step % 20 == 0:
-            bar.set_postfix(loss=f"{active[0].row['loss']:.3g}", grad_norm=f"{active[0].row.get('grad_norm', math.nan):.3g}")
+        if len(active) == 1 and (row := active[0].row)["step"] % 20 == 0:
+            bar.set_postfix(loss=f"{row['loss']:.3g}", grad_norm=f"{row.get('grad_norm', math.nan):.3g}")
     bar.close()
 
 

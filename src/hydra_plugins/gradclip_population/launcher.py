@@ -114,6 +114,7 @@ class PopulationLauncher(Launcher):
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD)) as pool:
             results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations]))
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
-        return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i], working_dir=str(jobs[i].job_dir),
+        return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i],
+                          working_dir=str(jobs[i].job_dir),
                           task_name=configs[i].hydra.job.name, status=JobStatus.COMPLETED, _return_value=summaries[i])
                 for i, overrides in enumerate(job_overrides)]
