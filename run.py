@@ -33,6 +33,10 @@ if __name__ == "__main__":
         start_worker_server()  # the population launcher's workers: their imports overlap Hydra's start-up
     try:
         main()
+    except KeyboardInterrupt:
+        from gradclip.callbacks import exit_interrupted
+
+        exit_interrupted()
     except Exception as exc:
         exit_on_config_error(exc)
     finally:

@@ -6,6 +6,7 @@ launchers (make test-slow).
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, session_processes
 
 TINY = ["task=regression", "model=mlp", "optim.lr=0.001", "steps=20", "eval_every=10", "logger=none"]
 
@@ -142,6 +143,53 @@ def test_population_launcher_gives_each_run_its_numbers_alone(tmp_path):
         assert hydra_cfg["runtime"]["output_dir"] == str((tmp_path / "fast" / job).absolute())
     report = (tmp_path / "fast" / "report" / "report.md").read_text()
     assert "populations of up to 4" in report and "a run's wall time is its population's" in report
+
+
+def interrupt(args: list[str], started: Path, cwd: Path, group: bool) -> tuple[int, str]:
+    """Start `python run.py ARGS`, send it Ctrl-C's SIGINT once ``started`` exists (to its process group, as a
+    terminal does, with ``group``); its exit status and stderr."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env={**os.environ, "CI": "true"},
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not started.exists():
+        assert process.poll() is None and time.time() < deadline, "training never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT) if group else process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("still running a minute after Ctrl-C")
+    assert session_processes(process.pid) == []  # the population launcher's workers and their server are gone
+    return process.returncode, stderr
+
+
+def test_ctrl_c_prints_the_command_that_resumes_the_run(tmp_path):
+    """Ctrl-C: one line with the command to run again (the same, with hydra.run.dir), exit 130; it resumes."""
+    folder = tmp_path / "run"
+    args = ["task=digits", "model=mlp", "optim.lr=0.1", "steps=2000", "checkpoint_every=20", "logger=none",
+            f"hydra.run.dir={folder}"]
+    code, stderr = interrupt(args, folder / "checkpoint.pt", tmp_path, group=False)
+    assert code == 130 and len(stderr.strip().splitlines()) == 1, stderr
+    command = shlex.join([sys.executable, str(ROOT / "run.py"), *args])
+    assert stderr.strip() == f"interrupted; resume with: {command}"
+    resumed = subprocess.run(shlex.split(command), cwd=tmp_path, env={**os.environ, "CI": "true"}, timeout=300)
+    assert resumed.returncode == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["resumed_from_step"] >= 20
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["terminal", "command-only"])
+def test_ctrl_c_stops_a_population_sweep_at_once_with_one_line(tmp_path, group):
+    """Three populations on two workers. From a terminal the SIGINT reaches every process; sent to the command
+    alone, the command passes it on. Either way: one line, no traceback from a worker, no population started after."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model.width=25,26,27", "task=digits", "model=mlp", "optim.lr=0.1", "steps=100000",
+            "checkpoint_every=20", "logger=none", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    code, stderr = interrupt(args, sweep / "0" / "checkpoint.pt", tmp_path, group)
+    assert code == 130 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.strip() == f"interrupted; resume with: {shlex.join([sys.executable, str(ROOT / 'run.py'), *args])}"
+    assert not list(sweep.glob("*/summary.json"))
 
 
 def test_slurm_example_config_composes():

@@ -4,6 +4,7 @@ report when the jobs are done; exit non-zero when a job failed."""
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,11 +54,30 @@ def launcher_threads(hydra_cfg) -> int:
     return 0
 
 
+resume_command: str | None = None  # this command with its output folder named, once that is known
+
+
+def set_resume_command(key: str, folder: Path) -> None:
+    """Remember this command as typed, with ``key=folder`` (hydra.run.dir or hydra.sweep.dir) in place of any."""
+    global resume_command
+    argv = [arg for arg in sys.orig_argv if not arg.lstrip("+").startswith(f"{key}=")]
+    resume_command = shlex.join([*argv, f"{key}={folder}"])
+
+
+def exit_interrupted() -> None:
+    """Ctrl-C: one line on stderr with the command that resumes the work (finished jobs are skipped, the others go
+    on from their checkpoints), and exit status 130."""
+    print(f"interrupted; resume with: {resume_command}" if resume_command else "interrupted before any job started",
+          file=sys.stderr)
+    sys.exit(130)
+
+
 class SuiteCallback(Callback):
     """Hydra turns exceptions raised in callbacks into warnings, so a bad config exits here (SystemExit)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(config.hydra.run.dir)
+        set_resume_command("hydra.run.dir", folder)
         try:
             validate(config)
             self.prepare(folder, [(folder, job_config(config))])
@@ -67,6 +87,7 @@ class SuiteCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         loader = GlobalHydra.instance().config_loader()
         folder = Path(config.hydra.sweep.dir)
+        set_resume_command("hydra.sweep.dir", folder)
         try:
             composed = [compose_job(loader, config, o, num) for num, o in enumerate(sweep_job_overrides(config))]
             for job, _ in composed:
