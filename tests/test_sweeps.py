@@ -192,11 +192,13 @@ def test_ctrl_c_stops_a_population_sweep_at_once_with_one_line(tmp_path, group):
     assert not list(sweep.glob("*/summary.json"))
 
 
-def test_slurm_example_config_composes():
-    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads."""
+def test_slurm_example_config_composes(monkeypatch):
+    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads;
+    with sbatch and srun on PATH it is accepted."""
     from hydra import compose, initialize_config_dir
 
-    from gradclip.callbacks import launcher_threads
+    import gradclip.callbacks as callbacks
+    from gradclip.callbacks import check_launcher, launcher_threads
     from gradclip.config import register_schemas
 
     register_schemas()
@@ -206,6 +208,20 @@ def test_slurm_example_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
     assert launcher_threads(cfg.hydra) == launcher.cpus_per_task == 1
+    monkeypatch.setattr(callbacks.shutil, "which", lambda command: f"/usr/bin/{command}")
+    check_launcher(cfg)
+
+
+def test_slurm_launcher_without_slurm_is_refused_before_anything_is_written(tmp_path):
+    """No sbatch or srun on PATH: one line, exit 2, no folder (submitit's own error was a 41-line traceback)."""
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(d, "sbatch").exists() or Path(d, "srun").exists()))
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=slurm", "seed=0,1", *TINY],
+                            cwd=tmp_path, env={**os.environ, "CI": "true", "PATH": path}, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: hydra/launcher=slurm: no SLURM here (sbatch and srun not found on PATH)")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- slow: kills and launchers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"{folder}: cannot write there ({existing} is a file, not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{folder}: cannot write there (no write permission on {existing})")
+
+
+def check_launcher(config: DictConfig) -> None:
+    """A ConfigError when the sweep's launcher cannot work here: SLURM's (submitit) without sbatch and srun."""
+    if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if missing:
+            choice = f"hydra/launcher={config.hydra.runtime.choices.get('hydra/launcher')}"
+            raise ConfigError(f"{choice}: no SLURM here ({' and '.join(missing)} not found on PATH); run it on the "
+                              f"cluster (e.g. its login node), or without {choice} to run here")
 
 
 def launcher_threads(hydra_cfg) -> int:
@@ -89,6 +100,7 @@ class SuiteCallback(Callback):
         folder = Path(config.hydra.sweep.dir)
         set_resume_command("hydra.sweep.dir", folder)
         try:
+            check_launcher(config)
             composed = [compose_job(loader, config, o, num) for num, o in enumerate(sweep_job_overrides(config))]
             for job, _ in composed:
                 validate(job)
