@@ -26,11 +26,19 @@ if __name__ == "__main__":
     register_schemas()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # config errors come back to us, to be printed on one line
     launcher = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("hydra/launcher=")]
-    if {"-m", "--multirun"} & set(sys.argv) and launcher in ([], ["population"]):
-        from hydra_plugins.gradclip_population.launcher import start_worker_server
+    workers = {"-m", "--multirun"} & set(sys.argv) and launcher in ([], ["population"])
+    if workers:
+        from hydra_plugins.gradclip_population.launcher import start_worker_server, stop_worker_server
 
         start_worker_server()  # the population launcher's workers: their imports overlap Hydra's start-up
     try:
         main()
+    except KeyboardInterrupt:
+        from gradclip.callbacks import exit_interrupted
+
+        exit_interrupted()
     except Exception as exc:
         exit_on_config_error(exc)
+    finally:
+        if workers:
+            stop_worker_server()  # at once, even mid-import: a refused command leaves no process behind

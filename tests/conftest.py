@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,24 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
     env = {**os.environ, "CI": "true"}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def session_processes(sid: int, wait: float = 1.0) -> list[str]:
+    """The command lines of the processes of session ``sid`` still alive after up to ``wait`` s (from /proc)."""
+    deadline = time.time() + wait
+    while True:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                state, _, _, session = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:4]
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # gone meanwhile
+                continue
+            if int(session) == sid and state != "Z":
+                found.append(command)
+        if not found or time.time() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def build(cfg, device: str = "cpu"):

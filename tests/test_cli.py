@@ -1,6 +1,9 @@
 """The command line as a user types it: bad input is refused on one line, a sweep yields runs and a report."""
 
 import json
+import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -9,7 +12,7 @@ from omegaconf import OmegaConf
 from gradclip.config import ConfigError, one_line_error, validate
 from gradclip.report import build_report, main as report_main
 
-from conftest import run_cli, train_one
+from conftest import ROOT, run_cli, session_processes, train_one
 
 BAD = [  # (overrides, text the one-line message must contain)
     (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: agc, autoclip, none, norm, norm1, per_tensor, random, "
@@ -60,6 +63,17 @@ def test_cli_refuses_before_any_work_and_touches_nothing(tmp_path, args, message
     assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert [p.name for p in sweep.iterdir()] == ["keep.txt"] and (sweep / "keep.txt").read_text() == "earlier results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+
+
+@pytest.mark.parametrize("bad", ["clip=nope", "optim.lr=1,0"])  # refused while Hydra composes; by validate
+def test_refused_sweep_leaves_no_process_behind(tmp_path, bad):
+    """The population launcher's worker server starts with the command; a refusal stops it (it holds 200-300 MB
+    for seconds otherwise, importing torch). stderr is not a pipe here: the server would hold it open."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", bad, "logger=none"], cwd=tmp_path,
+                               env={**os.environ, "CI": "true"}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert process.wait(timeout=60) == 2
+    assert session_processes(process.pid) == []
 
 
 class _Collect(HTMLParser):

@@ -42,3 +42,18 @@ def test_autocast_changes_the_arithmetic(make_cfg, tmp_path):
 def test_fp16_recurrent_on_cpu_is_refused(make_cfg):
     with pytest.raises(ConfigError, match="precision=fp16: model=lstm has no float16 kernels on CPU"):
         validate(make_cfg("precision=fp16", "device=cpu"))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-cpu", "avx2-only-cpu"])
+def test_bf16_on_cpu_only_where_the_cpu_has_bf16_kernels(make_cfg, monkeypatch, native):
+    """On a CPU without oneDNN bf16 kernels (AVX2 only) the LSTM's bf16 run would fail mid-run: refused up front,
+    and the fp16 refusal recommends bf16 only where it works."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    if native:
+        validate(make_cfg("precision=bf16", "device=cpu"))
+    else:
+        with pytest.raises(ConfigError, match="precision=bf16: this CPU has no bfloat16 kernels"):
+            validate(make_cfg("precision=bf16", "device=cpu"))
+    with pytest.raises(ConfigError, match="precision=fp16: model=lstm") as refused:
+        validate(make_cfg("precision=fp16", "device=cpu"))
+    assert ("precision=bf16" in str(refused.value)) == native

@@ -6,6 +6,7 @@ launchers (make test-slow).
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, session_processes
 
 TINY = ["task=regression", "model=mlp", "optim.lr=0.001", "steps=20", "eval_every=10", "logger=none"]
 
@@ -144,11 +145,60 @@ def test_population_launcher_gives_each_run_its_numbers_alone(tmp_path):
     assert "populations of up to 4" in report and "a run's wall time is its population's" in report
 
 
-def test_slurm_example_config_composes():
-    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads."""
+def interrupt(args: list[str], started: Path, cwd: Path, group: bool) -> tuple[int, str]:
+    """Start `python run.py ARGS`, send it Ctrl-C's SIGINT once ``started`` exists (to its process group, as a
+    terminal does, with ``group``); its exit status and stderr."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env={**os.environ, "CI": "true"},
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not started.exists():
+        assert process.poll() is None and time.time() < deadline, "training never started"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT) if group else process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("still running a minute after Ctrl-C")
+    assert session_processes(process.pid) == []  # the population launcher's workers and their server are gone
+    return process.returncode, stderr
+
+
+def test_ctrl_c_prints_the_command_that_resumes_the_run(tmp_path):
+    """Ctrl-C: one line with the command to run again (the same, with hydra.run.dir), exit 130; it resumes."""
+    folder = tmp_path / "run"
+    args = ["task=digits", "model=mlp", "optim.lr=0.1", "steps=2000", "checkpoint_every=20", "logger=none",
+            f"hydra.run.dir={folder}"]
+    code, stderr = interrupt(args, folder / "checkpoint.pt", tmp_path, group=False)
+    assert code == 130 and len(stderr.strip().splitlines()) == 1, stderr
+    command = shlex.join([sys.executable, str(ROOT / "run.py"), *args])
+    assert stderr.strip() == f"interrupted; resume with: {command}"
+    resumed = subprocess.run(shlex.split(command), cwd=tmp_path, env={**os.environ, "CI": "true"}, timeout=300)
+    assert resumed.returncode == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["resumed_from_step"] >= 20
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["terminal", "command-only"])
+def test_ctrl_c_stops_a_population_sweep_at_once_with_one_line(tmp_path, group):
+    """Three populations on two workers. From a terminal the SIGINT reaches every process; sent to the command
+    alone, the command passes it on. Either way: one line, no traceback from a worker, no population started after."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model.width=25,26,27", "task=digits", "model=mlp", "optim.lr=0.1", "steps=100000",
+            "checkpoint_every=20", "logger=none", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    code, stderr = interrupt(args, sweep / "0" / "checkpoint.pt", tmp_path, group)
+    assert code == 130 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.strip() == f"interrupted; resume with: {shlex.join([sys.executable, str(ROOT / 'run.py'), *args])}"
+    assert not list(sweep.glob("*/summary.json"))
+
+
+def test_slurm_example_config_composes(monkeypatch):
+    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads;
+    with sbatch and srun on PATH it is accepted."""
     from hydra import compose, initialize_config_dir
 
-    from gradclip.callbacks import launcher_threads
+    import gradclip.callbacks as callbacks
+    from gradclip.callbacks import check_launcher, launcher_threads
     from gradclip.config import register_schemas
 
     register_schemas()
@@ -158,6 +208,20 @@ def test_slurm_example_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
     assert launcher_threads(cfg.hydra) == launcher.cpus_per_task == 1
+    monkeypatch.setattr(callbacks.shutil, "which", lambda command: f"/usr/bin/{command}")
+    check_launcher(cfg)
+
+
+def test_slurm_launcher_without_slurm_is_refused_before_anything_is_written(tmp_path):
+    """No sbatch or srun on PATH: one line, exit 2, no folder (submitit's own error was a 41-line traceback)."""
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(d, "sbatch").exists() or Path(d, "srun").exists()))
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=slurm", "seed=0,1", *TINY],
+                            cwd=tmp_path, env={**os.environ, "CI": "true", "PATH": path}, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: hydra/launcher=slurm: no SLURM here (sbatch and srun not found on PATH)")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- slow: kills and launchers

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import statistics
 
 import pandas as pd
@@ -242,3 +243,16 @@ def test_write_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         files.write_atomic(target, "new" * 1000)
     assert target.read_text() == "old and complete\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)], ids=["umask-022", "umask-077"])
+def test_write_atomic_gives_the_mode_open_would(tmp_path, umask, mode):
+    """Job files and reports are readable as the umask allows (as figures are), not mkstemp's 0600."""
+    import gradclip.files as files
+
+    previous = os.umask(umask)
+    try:
+        target = files.write_atomic(tmp_path / "summary.json", "{}\n")
+    finally:
+        os.umask(previous)
+    assert target.stat().st_mode & 0o777 == mode and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

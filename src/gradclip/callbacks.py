@@ -4,6 +4,8 @@ report when the jobs are done; exit non-zero when a job failed."""
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +40,16 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"{folder}: cannot write there (no write permission on {existing})")
 
 
+def check_launcher(config: DictConfig) -> None:
+    """A ConfigError when the sweep's launcher cannot work here: SLURM's (submitit) without sbatch and srun."""
+    if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if missing:
+            choice = f"hydra/launcher={config.hydra.runtime.choices.get('hydra/launcher')}"
+            raise ConfigError(f"{choice}: no SLURM here ({' and '.join(missing)} not found on PATH); run it on the "
+                              f"cluster (e.g. its login node), or without {choice} to run here")
+
+
 def launcher_threads(hydra_cfg) -> int:
     """Torch threads per job when the config says threads=0 (auto): the cores shared among the launcher's parallel
     workers (joblib: cores / n_jobs; submitit: cpus_per_task), else 0 = torch's default (every core)."""
@@ -53,11 +65,30 @@ def launcher_threads(hydra_cfg) -> int:
     return 0
 
 
+resume_command: str | None = None  # this command with its output folder named, once that is known
+
+
+def set_resume_command(key: str, folder: Path) -> None:
+    """Remember this command as typed, with ``key=folder`` (hydra.run.dir or hydra.sweep.dir) in place of any."""
+    global resume_command
+    argv = [arg for arg in sys.orig_argv if not arg.lstrip("+").startswith(f"{key}=")]
+    resume_command = shlex.join([*argv, f"{key}={folder}"])
+
+
+def exit_interrupted() -> None:
+    """Ctrl-C: one line on stderr with the command that resumes the work (finished jobs are skipped, the others go
+    on from their checkpoints), and exit status 130."""
+    print(f"interrupted; resume with: {resume_command}" if resume_command else "interrupted before any job started",
+          file=sys.stderr)
+    sys.exit(130)
+
+
 class SuiteCallback(Callback):
     """Hydra turns exceptions raised in callbacks into warnings, so a bad config exits here (SystemExit)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(config.hydra.run.dir)
+        set_resume_command("hydra.run.dir", folder)
         try:
             validate(config)
             self.prepare(folder, [(folder, job_config(config))])
@@ -67,7 +98,9 @@ class SuiteCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         loader = GlobalHydra.instance().config_loader()
         folder = Path(config.hydra.sweep.dir)
+        set_resume_command("hydra.sweep.dir", folder)
         try:
+            check_launcher(config)
             composed = [compose_job(loader, config, o, num) for num, o in enumerate(sweep_job_overrides(config))]
             for job, _ in composed:
                 validate(job)

@@ -120,6 +120,14 @@ def _cuda_requested(cfg: DictConfig) -> bool:
     return cfg.device == Device.cuda or (cfg.device == Device.auto and torch.cuda.is_available())
 
 
+def _cpu_runs_bf16() -> bool:
+    """Whether this CPU has oneDNN's bfloat16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX), by torch's own
+    probe; on an AVX2-only CPU, precision=bf16 fails mid-run (e.g. the LSTM's kernel)."""
+    import torch
+
+    return not torch.backends.mkldnn.is_available() or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def validate(cfg: DictConfig) -> Parts:
     """Raise ConfigError for the first value that cannot work, before any file is written or any step is run."""
     check_fields(cfg, Config)
@@ -130,8 +138,12 @@ def validate(cfg: DictConfig) -> Parts:
         raise ConfigError(f"model={model.name}: needs a {model.accepts} task (got task={task.name}, a {task.kind} "
                           "task)")
     if cfg.precision == Precision.fp16 and not model.half_on_cpu and not _cuda_requested(cfg):
+        bf16 = "precision=bf16, " if _cpu_runs_bf16() else ""
         raise ConfigError(f"precision=fp16: model={model.name} has no float16 kernels on CPU (oneDNN); use "
-                          "precision=bf16, device=cuda, or an MLP")
+                          f"{bf16}device=cuda, or an MLP")
+    if cfg.precision == Precision.bf16 and not _cuda_requested(cfg) and not _cpu_runs_bf16():
+        raise ConfigError("precision=bf16: this CPU has no bfloat16 kernels (oneDNN needs AVX-512 or AMX); use "
+                          "precision=fp32 or device=cuda")
     if cfg.device == Device.cuda:
         import torch
 

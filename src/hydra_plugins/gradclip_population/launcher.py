@@ -12,10 +12,12 @@ once, after all jobs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
 import os
+import signal
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -36,12 +38,33 @@ START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_met
 
 
 def start_worker_server() -> None:
-    """Start the process the workers are forked from (it imports ``PRELOAD``); returns at once, idempotent."""
+    """Start the process the workers are forked from (it imports ``PRELOAD``); returns at once, idempotent.
+
+    The server ignores Ctrl-C (a traceback from its imports otherwise): run.py stops it and says so on one line."""
     if START_METHOD == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.set_forkserver_preload(PRELOAD)
-        forkserver.ensure_running()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: an ignored signal stays ignored
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+
+
+def stop_worker_server() -> None:
+    """Stop the worker server now, even in the middle of its imports: a refused command leaves no process behind.
+
+    multiprocessing has no public stop; its own ``_stop`` (for its tests) closes the server's pipe and waits until
+    the server notices, which it does only after its imports (~3 s, 200-300 MB meanwhile). So the server is
+    terminated first, by the pid multiprocessing keeps, then ``_stop`` reaps it and removes its socket."""
+    if START_METHOD == "forkserver":
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver
+        if server._forkserver_pid is not None:
+            os.kill(server._forkserver_pid, signal.SIGTERM)
+            server._stop()
 
 
 def population_key(cfg: DictConfig) -> str:
@@ -56,11 +79,30 @@ def split(indices: list[int], parts: int) -> list[list[int]]:
     return [indices[i::parts] for i in range(parts)]
 
 
+interrupted = training = False  # in a worker: Ctrl-C came; a population is being trained
+
+
+def on_interrupt(signum, frame) -> None:
+    """A worker's Ctrl-C (the terminal's, or passed on by ``launch``): its population stops, once, and no other
+    starts; the KeyboardInterrupt goes back to the launcher, so the worker prints no traceback."""
+    global interrupted
+    first, interrupted = not interrupted, True
+    if first and training:
+        raise KeyboardInterrupt
+
+
 def train_population(jobs: list[Job]) -> list:
     """One worker's share: its population (runs in the worker process)."""
+    global training
     from gradclip.training import run_jobs
 
-    return run_jobs(jobs)
+    if interrupted:
+        return []
+    training = True
+    try:
+        return run_jobs(jobs)
+    finally:
+        training = False
 
 
 def save_hydra_files(cfg: DictConfig, job: DictConfig, job_dir: Path, overrides: list[str]) -> None:
@@ -111,8 +153,16 @@ class PopulationLauncher(Launcher):
         for idx, overrides in enumerate(job_overrides):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         start_worker_server()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD)) as pool:
-            results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations]))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
+                                 initializer=signal.signal, initargs=(signal.SIGINT, on_interrupt)) as pool:
+            try:
+                results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations]))
+            except KeyboardInterrupt:  # the workers stop too, and exit as usual; a rerun resumes from the checkpoints
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():  # in case only this process got the Ctrl-C
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGINT)
+                raise
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
         return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i],
                           working_dir=str(jobs[i].job_dir),
