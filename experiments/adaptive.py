@@ -5,14 +5,16 @@ digits_deep_mlp: no-clip diverges, norm ~5-10), each at its own lr, 3 seeds:
   - no clipping;
   - global-norm clipping at 4 fixed thresholds, 0.1 / 1 / 10 / 100 (one per decade, covering both setups' gradient
     norms), whose best, picked after the runs, is the tuned baseline ("tuning cost" = 4 settings);
-  - AutoClip at its default percentile 10, AGC at its default lambda 0.01, ZClip at its defaults (alpha 0.97, z 2.5,
-    warm-up 25): one setting each, untuned;
-  - AGC at lambda 0.16, the other end of the NFNets range, reported beside the default (choosing it would be tuning).
-The char LSTM is left out: 9 arms x 3 seeds x ~13 s would exceed this experiment's budget (300 single-core seconds)
+  - AutoClip at its default percentile 10, AGC at its default lambda 0.01, ZClip at its reference defaults (alpha
+    0.97, z 2.5, warm-up 25, every step capped at max_grad_norm 1): one setting each, untuned;
+  - AGC at lambda 0.16, the other end of the NFNets range, and ZClip without the cap, reported beside the defaults
+    (choosing either would be tuning). With norms of 5-1000, ZClip's cap of 1 makes it norm-1 clipping on these
+    setups; without it, only its spike rule clips.
+The char LSTM is left out: 10 arms x 3 seeds x ~13 s would exceed this experiment's budget (300 single-core seconds)
 on its own.
 
 The sweep is one Hydra multirun with one ``clip`` axis of group options (none, norm, norm/0.1, norm/10, norm/100,
-autoclip, agc, agc/0.16, zclip), so no run is repeated.
+autoclip, agc, agc/0.16, zclip, zclip/nocap), so no run is repeated.
 """
 
 from __future__ import annotations
@@ -36,17 +38,17 @@ RANK = {"supported": 2, "partly": 1, "not supported": 0}
 RULE = f"""Per setup and arm (3 seeds), score = median final held-out metric, a diverged seed counting as the worst
 value. The best fixed threshold is the global-norm threshold (of 0.1, 1, 10, 100) with the best score (ties: fewer
 diverged seeds, then the smaller threshold), picked after the runs: its tuning cost is the 4 settings run. An adaptive
-method at its default setting (AutoClip percentile 10, AGC lambda 0.01, ZClip alpha 0.97 / z 2.5 / warm-up 25;
-tuning cost 1) matches on a setup when its score is as good as the best fixed threshold's ({TOLERANCE_WORDS}) and none
+method at its default setting (AutoClip percentile 10, AGC lambda 0.01, ZClip alpha 0.97 / z 2.5 / warm-up 25 / cap
+1; tuning cost 1) matches on a setup when its score is as good as the best fixed threshold's ({TOLERANCE_WORDS}) and none
 of its seeds diverged. A method is supported if it matches on every setup, partly if on some, not supported if on
 none. The B2 verdict is the best default method's (supported > partly > not supported; ties: more setups matched,
-then the smaller mean gap); which method that is, is said. AGC at lambda 0.16 is judged the same way and reported, but
-not used for the verdict (picking between two lambdas is tuning)."""
+then the smaller mean gap); which method that is, is said. AGC at lambda 0.16 and ZClip without its cap are judged the
+same way and reported, but not used for the verdict (picking between two settings is tuning)."""
 
 STATEMENT = "Adaptive clipping (AutoClip, AGC, ZClip) matches the best fixed threshold without tuning it."
 ANCHOR = ("AutoClip (Seetharaman et al. 2020): clip at the p-th percentile of past norms, best p ~ 10 (unverified); "
-          "AGC (Brock et al. 2021): unit-wise lambda 0.01..0.16, final layer not clipped; ZClip (2025): alpha 0.97, "
-          "z 2.5, warm-up 25")
+          "AGC (Brock et al. 2021): unit-wise lambda 0.01..0.16, final layer not clipped; ZClip (2025, reference code "
+          "bluorion-com/ZClip, zclip 1.0.0): alpha 0.97, z 2.5, warm-up 25, max_grad_norm 1")
 
 
 # ---------------------------------------------------------------- arms
@@ -67,7 +69,9 @@ def arm_of(method: str, threshold, params) -> tuple[str, str, float, bool]:
         key, default = DEFAULTS[method]
         value = _param(params, key, default)
         symbol = {"autoclip": "p", "agc": "λ ", "zclip": "z "}[method]
-        return f"{NAMES[method]} {symbol}{value:g}", "adaptive", value, bool(np.isclose(value, default))
+        capless = method == "zclip" and isinstance(params, dict) and params.get("max_grad_norm") is None
+        return (f"{NAMES[method]} {symbol}{value:g}{' no cap' if capless else ''}", "adaptive", value,
+                bool(np.isclose(value, default)) and not capless)
     return method, "other", threshold, True
 
 
@@ -182,7 +186,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     if len(defaults) == 0:
         return [Verdict("B2", STATEMENT, "no adaptive method at its default setting", "–", ANCHOR, "not tested")]
     best = sorted(defaults, key=lambda a: (-RANK[results[a][0]], -results[a][1], results[a][2]))[0]
-    notes = []
+    notes, per_run = [], tables.get("runs", pd.DataFrame())
     for setup, part in outcomes.groupby("setup", sort=False):
         fixed_best = best_fixed(part)
         none = part[part.family == "none"]
@@ -201,8 +205,10 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
             o = part[part.arm == r.arm].iloc[0]
             steps = (f"target at {o.steps_to_target:g} ({int(o.reached)}/{int(o.runs)})" if o.reached
                      else "target not reached")
+            same = twins(per_run, setup, r.arm)
             text += (f"; {r.arm}{'' if r.default_setting else ' (not default)'} {_fmt(o)}, diverged {r.diverged}/"
-                     f"{r.runs}, {r.gap_text} vs best, clips {o.clipped_pct_median:.0f} %, {steps} -> "
+                     f"{r.runs}, {r.gap_text} vs best, clips {o.clipped_pct_median:.0f} %, {steps}"
+                     f"{f', seed for seed the same final metric as {same}' if same else ''} -> "
                      f"{'matches' if r.matches else 'does NOT match'}")
         notes.append(text)
     per_method = "; ".join(f"{arm}: {v} ({m}/{setups} setups)" for arm, (v, m, _) in results.items())
@@ -210,6 +216,18 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     measured = (f"final held-out metric (3 seeds) of AutoClip / AGC / ZClip at their defaults (tuning cost 1) vs the "
                 f"best of 4 fixed global-norm thresholds (tuning cost 4) on {setups} setups where no-clip diverges")
     return [Verdict("B2", STATEMENT, measured, numbers, ANCHOR, results[best][0])]
+
+
+def twins(per_run: pd.DataFrame, setup: str, arm: str) -> str:
+    """The fixed thresholds whose runs finished, seed for seed, with exactly this arm's final metric (ZClip at its
+    default cap of 1, for one, clips every step to norm 1 where the norms are larger), joined by ' and '; '' if none."""
+    if per_run.empty or not {"setup", "arm", "family", "seed", "final_metric", "diverged"} <= set(per_run.columns):
+        return ""
+    part = per_run[(per_run.setup == setup) & ~per_run.diverged.astype(bool)]
+    mine = part[part.arm == arm].set_index("seed").final_metric
+    same = [other for other, runs in part[part.family == "fixed"].groupby("arm", sort=False)
+            if len(mine) and runs.set_index("seed").final_metric.reindex(mine.index).equals(mine)]
+    return " and ".join(same)
 
 
 # ---------------------------------------------------------------- figures

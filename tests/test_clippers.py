@@ -12,7 +12,7 @@ from gradclip.models.cliff import Cliff
 from gradclip.training import local_smoothness
 
 DEFAULTS = {"random": {"threshold": 1.0}, "value": {"threshold": 1.0}, "autoclip": {"percentile": 10.0, "warmup": 1},
-            "agc": {"clip_factor": 0.01, "eps": 1e-3}, "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 25}}
+            "agc": {"clip_factor": 0.01, "eps": 1e-3}, "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 25, "max_grad_norm": 1.0, "clip_factor": 1.0}}
 
 
 def Clipper(method, seed=0, exclude=frozenset(), **settings):
@@ -73,20 +73,43 @@ def test_agc_is_unitwise_relative_to_the_weights_and_skips_excluded():
     assert stats.fired
 
 
-def test_zclip_waits_for_warmup_then_clips_outliers_to_mean_plus_z_std():
-    """Expected values worked by hand from the warm-up norms: mean 1, variance 0.02, then the EMA with alpha 0.9."""
-    clipper = Clipper("zclip", warmup=4, z_thresh=2.0, alpha=0.9)
-    for norm in [1.0, 1.2, 0.8, 1.0]:
-        assert not clipper(params_with(torch.tensor([norm]))).fired
-    params = params_with(torch.tensor([50.0]))
-    first = 1.0 + 2.0 * math.sqrt(0.02)  # z = 49 / 0.141 > 2: clipped to mean + 2 std
-    assert clipper(params).fired and float(flat(params).norm()) == pytest.approx(first, rel=1e-5)
-    mean = 0.9 * 1.0 + 0.1 * first  # the EMA follows the clipped norm
-    var = 0.9 * 0.02 + 0.1 * (first - mean) ** 2
-    assert not clipper(params_with(torch.tensor([1.05]))).fired  # z = (1.05 - 1.028) / 0.156 < 2
-    mean, var = 0.9 * mean + 0.1 * 1.05, 0.9 * var + 0.1 * (1.05 - (0.9 * mean + 0.1 * 1.05)) ** 2
-    params = params_with(torch.tensor([3.0]))
-    assert clipper(params).fired and float(flat(params).norm()) == pytest.approx(mean + 2.0 * math.sqrt(var), rel=1e-5)
+def reference_zclip(norms, alpha, z_thresh, warmup, cap):
+    """The clipped norm of each step, by the reference's formula (bluorion-com/ZClip zclip.py, zscore mode with
+    adaptive scaling), written out in plain Python."""
+    buffer, mean, var, out = [], None, None, []
+    for norm in norms:
+        if mean is None:
+            buffer.append(norm)
+            if len(buffer) >= warmup:
+                mean = sum(buffer) / len(buffer)
+                var = sum((x - mean) ** 2 for x in buffer) / len(buffer)
+            out.append(min(norm, cap))
+            continue
+        std = var ** 0.5
+        z = (norm - mean) / (std + 1e-6)
+        clip_val = mean + (z_thresh * std) / (z / z_thresh) if z > z_thresh else None
+        out.append(min(clip_val if clip_val is not None else norm, cap))
+        seen = clip_val if clip_val is not None else norm
+        mean = alpha * mean + (1 - alpha) * seen
+        var = alpha * var + (1 - alpha) * (seen - mean) ** 2
+    return out
+
+
+@pytest.mark.parametrize("cap", [math.inf, 1.1])
+def test_zclip_follows_the_reference_formula_step_by_step(cap):
+    """Warm-up of 4 norms (clipped at the cap only), then spikes clipped to mean + z std / (z / z_thresh), every step
+    capped; the first spike worked by hand: mean 1, var 0.02, z = 49 / 0.1414 = 346.5, threshold 1.00163."""
+    norms = [1.0, 1.2, 0.8, 1.0, 50.0, 1.05, 3.0, 0.9, 1.5, 40.0]
+    clipper = Clipper("zclip", warmup=4, z_thresh=2.0, alpha=0.9, max_grad_norm=None if cap == math.inf else cap)
+    expected = reference_zclip(norms, alpha=0.9, z_thresh=2.0, warmup=4, cap=cap)
+    assert expected[4] == pytest.approx(1 + 2.0 * math.sqrt(0.02) / (49 / (math.sqrt(0.02) + 1e-6) / 2.0), rel=1e-9)
+    assert expected[4] == pytest.approx(1.00163, abs=1e-5)
+    for norm, clipped in zip(norms, expected):
+        params = params_with(torch.tensor([norm]))
+        stats = clipper(params)
+        assert float(flat(params).norm()) == pytest.approx(clipped, rel=1e-5), norm
+        assert stats.fired == (clipped < norm)
+    assert clipper.mean is not None and len(clipper.history) == 4
 
 
 def test_cosine_is_measured_for_value_clipping():

@@ -75,7 +75,8 @@ def test_a_norm_at_or_just_below_the_threshold_is_not_clipped(raw, method, above
 def test_every_method_takes_a_model_without_gradients(method):
     """No gradient at all (a frozen model, or a step before any backward): nothing to clip, norm 0."""
     settings = {"none": {}, "autoclip": {"percentile": 10.0, "warmup": 1}, "agc": {"clip_factor": 0.01, "eps": 1e-3},
-                "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 1}}.get(method, {"threshold": 1.0})
+                "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 1, "max_grad_norm": 1.0,
+                          "clip_factor": 1.0}}.get(method, {"threshold": 1.0})
     clipper = method_class(method)(name=method, **settings)
     clipper.prepare(seed=0, exclude=set())
     stats = clipper([torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))], measure=True)

@@ -12,7 +12,7 @@ ARMS = {  # arm -> (clip_method, clip_threshold, clip_params)
     "norm 0.1": ("norm", 0.1, {"threshold": 0.1}), "norm 1": ("norm", 1.0, {"threshold": 1.0}),
     "norm 10": ("norm", 10.0, {"threshold": 10.0}),
     "autoclip": ("autoclip", None, {"percentile": 10.0}), "agc": ("agc", None, {"clip_factor": 0.01}),
-    "agc 0.16": ("agc", None, {"clip_factor": 0.16}), "zclip": ("zclip", None, {"z_thresh": 2.5, "alpha": 0.97}),
+    "agc 0.16": ("agc", None, {"clip_factor": 0.16}), "zclip": ("zclip", None, {"z_thresh": 2.5, "alpha": 0.97, "max_grad_norm": 1.0}),
 }
 
 
@@ -66,7 +66,8 @@ def test_arm_labels():
     assert adaptive.arm_of("norm", 0.1, {})[:2] == ("norm 0.1", "fixed")
     assert adaptive.arm_of("agc", None, {"clip_factor": 0.16}) == ("AGC λ 0.16", "adaptive", 0.16, False)
     assert adaptive.arm_of("autoclip", None, {"percentile": 10.0})[3] is True
-    assert adaptive.arm_of("zclip", float("nan"), {"z_thresh": 2.5})[0] == "ZClip z 2.5"
+    assert adaptive.arm_of("zclip", float("nan"), {"z_thresh": 2.5, "max_grad_norm": 1.0})[::3] == ("ZClip z 2.5", True)
+    assert adaptive.arm_of("zclip", None, {"z_thresh": 2.5, "max_grad_norm": None})[::3] == ("ZClip z 2.5 no cap", False)
 
 
 def test_tables_have_the_documented_columns():
@@ -138,3 +139,12 @@ def test_each_default_method_can_win(arm):
     t = made(spec(regression={arm: [10, 10, 10]}, deep={arm: [0.9, 0.9, 0.9]}))
     v = verdict(t)
     assert v.verdict == "supported" and adaptive.NAMES[arm] in v.numbers.split("best default method's: ")[1][:12]
+
+
+def test_an_arm_identical_to_a_fixed_threshold_is_named_as_such():
+    """ZClip at its default cap of 1 can be norm-1 clipping in disguise: the verdict says so when every seed ended
+    with exactly norm 1's final metric (finished runs only), and not when one seed differs."""
+    same = verdict(made(spec(deep={"zclip": [0.9, 0.91, 0.89]})))
+    assert "ZClip z 2.5 0.9" in same.numbers and "seed for seed the same final metric as norm 1" in same.numbers
+    differs = verdict(made(spec(deep={"zclip": [0.9, 0.91, 0.88]})))
+    assert "seed for seed" not in differs.numbers
