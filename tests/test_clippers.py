@@ -95,15 +95,17 @@ def reference_zclip(norms, alpha, z_thresh, warmup, cap):
     return out
 
 
-@pytest.mark.parametrize("cap", [math.inf, 1.1])
-def test_zclip_follows_the_reference_formula_step_by_step(cap):
+@pytest.mark.parametrize("cap, spike", [(math.inf, 50.0), (1.1, 50.0), (1.1, 1.3)])
+def test_zclip_follows_the_reference_formula_step_by_step(cap, spike):
     """Warm-up of 4 norms (clipped at the cap only), then spikes clipped to mean + z std / (z / z_thresh), every step
-    capped; the first spike worked by hand: mean 1, var 0.02, z = 49 / 0.1414 = 346.5, threshold 1.00163."""
-    norms = [1.0, 1.2, 0.8, 1.0, 50.0, 1.05, 3.0, 0.9, 1.5, 40.0]
+    capped, the EMA following the spike's threshold, not the cap (a spike of 1.3: threshold 1.27, above the cap 1.1).
+    The spike of 50 worked by hand: mean 1, var 0.02, z = 49 / 0.1414 = 346.5, threshold 1.00163."""
+    norms = [1.0, 1.2, 0.8, 1.0, spike, 1.05, 3.0, 0.9, 1.5, 40.0]
     clipper = Clipper("zclip", warmup=4, z_thresh=2.0, alpha=0.9, max_grad_norm=None if cap == math.inf else cap)
     expected = reference_zclip(norms, alpha=0.9, z_thresh=2.0, warmup=4, cap=cap)
-    assert expected[4] == pytest.approx(1 + 2.0 * math.sqrt(0.02) / (49 / (math.sqrt(0.02) + 1e-6) / 2.0), rel=1e-9)
-    assert expected[4] == pytest.approx(1.00163, abs=1e-5)
+    z = (spike - 1) / (math.sqrt(0.02) + 1e-6)
+    assert expected[4] == pytest.approx(min(cap, 1 + 2.0 * math.sqrt(0.02) / (z / 2.0)), rel=1e-9)
+    assert expected[1] == min(1.2, cap) and (spike != 50 or expected[4] == pytest.approx(1.00163, abs=1e-5))
     for norm, clipped in zip(norms, expected):
         params = params_with(torch.tensor([norm]))
         stats = clipper(params)
