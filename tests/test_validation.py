@@ -126,6 +126,8 @@ BAD = [  # (overrides, start of the one-line message)
     (["clip=zclip", "clip.alpha=1"], "clip.alpha=1.0: must be a number in (0, 1)"),
     (["clip=zclip", "clip.z_thresh=inf"], "clip.z_thresh=inf: must be a number > 0"),
     (["clip=zclip", "clip.warmup=0"], "clip.warmup=0: must be an integer >= 1"),
+    (["clip=zclip", "clip.max_grad_norm=0"], "clip.max_grad_norm=0.0: must be a number > 0, or null for no cap"),
+    (["clip=zclip", "clip.clip_factor=-1"], "clip.clip_factor=-1.0: must be a number > 0"),
     (["task.data_dir="], "task.data_dir='': must be a folder path"),
     (["task.bptt=1"], "task.bptt=1: must be an integer >= 2"),
     (["task.batch_size=0"], "task.batch_size=0: must be an integer >= 1"),
