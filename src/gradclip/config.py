@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from gradclip.component import (SEED, Component, ConfigError, check_fields, check_value, label, positive, rule,
-                                shown, typed)
+from gradclip.component import (SEED, Component, ConfigError, check_fields, check_value, label, non_negative, positive,
+                                rule, shown, typed)
 from gradclip.logger import Logger
 
 
@@ -75,7 +75,7 @@ OPTIM_RULES = {
     "lr_scale": (positive, "a number > 0 (the lr used is lr x lr_scale)"),
     "momentum": (_fraction, "a number in [0, 1)"),
     "dampening": (_fraction, "a number in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0 and v < float("inf"), "a finite number >= 0"),
+    "weight_decay": (non_negative, "a finite number >= 0"),
     "betas": (lambda v: len(v) == 2 and all(_fraction(b) for b in v), "two numbers in [0, 1), e.g. [0.9,0.999]"),
     "eps": (positive, "a number > 0"),
 }
