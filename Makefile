@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate reproduce figures bench clean
+.PHONY: setup run test test-slow report calibrate reproduce verify figures bench clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,13 @@ report: $(STAMP)
 	$(PY) -m gradclip.report $(SWEEP)
 
 # Every claim experiment: sweeps, tables (results/<name>/*.csv), figures, results/REPORT.md and report.html.
+# Killed, it continues where it stopped when run again (finished runs are kept under results/runs/).
 reproduce: $(STAMP)
 	$(PY) experiments/reproduce.py
+
+# The tuned comparisons' deciding stage again, on a second fresh block of seeds (after `make reproduce`; resumable).
+verify: $(STAMP)
+	$(PY) experiments/tuned.py --verify
 
 # Figures and report again from the stored tables, without training.
 figures: $(STAMP)
@@ -40,7 +45,7 @@ figures: $(STAMP)
 calibrate: $(STAMP)
 	rm -rf results/.calibration.new
 	$(PY) run.py -m +experiment=calibration logger=none hydra.sweep.dir=results/.calibration.new
-	$(PY) experiments/calibration.py results/.calibration.new
+	$(PY) experiments/calibration.py results/.calibration.new || echo "calibration: the default failed its rule (kept: it is a result)"
 	rm -rf results/calibration && mv results/.calibration.new results/calibration
 	$(PY) -m gradclip.report results/calibration
 

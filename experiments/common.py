@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-VERDICTS = ("supported", "partly", "not supported", "not tested")
+# The protocol's words (experiments/tuned.py, gradclip.stats), the descriptive experiments' words, and checks.
+VERDICTS = ("supported", "contradicted", "no detectable effect", "undecided", "setup-dependent", "partly", "mixed",
+            "not supported", "not tested", "check passed", "check failed")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ geometrically over several steps until the run diverges does count: a huge gradi
 statistics (max / median, where the max is, share of steps above 10 x the run's median) are reported beside it.
 
 C2 is read from the held-out metric: every step that is a sudden spike, has g_s > 10 x the run's median, or is a loss
-spike (loss > spike_factor x the minimum of the spike_window steps before, the suite's definition) is a spike step;
+spike (loss > running median + spike_factor robust SDs of the spike_window losses before, the suite's definition,
+gradclip.summary.spike_steps) is a spike step;
 spike steps between two evaluations form one *episode*. For each episode: the metric at the first evaluation at or
 after its first spike step against the best metric of the evaluations before it (metric units, oriented so that
 positive = worse), and that as a share of the progress made so far (initial metric - best before). An episode whose
@@ -43,6 +44,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from experiments.common import Figure, Verdict, fmt_ci, fmt_rate, save_figure, setup_label  # noqa: E402
+from gradclip.summary import spike_steps as loss_spikes  # noqa: E402
 
 NAME = "exploding"
 TITLE = "Exploding gradients without clipping: cliffs in real networks, and the progress a spike undoes"
@@ -102,9 +104,8 @@ def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
         median = float(finite_g.median()) if len(finite_g) else np.nan
         sudden = sudden_spikes(g, median)
         above = g > TAIL * median
-        factor, window = float(run.get("spike_factor", 1.5)), int(run.get("spike_window", 50))
-        previous_min = train.loss.shift(1).rolling(window, min_periods=1).min()
-        loss_spike = train.loss > factor * previous_min
+        loss_spike = loss_spikes(train.loss.reset_index(drop=True), float(run.spike_factor),
+                                 int(run.spike_window)).set_axis(train.index)
         spike = sudden | above | loss_spike | ~np.isfinite(train.loss)
         evals = rows[rows[f"val_{metric}"].notna()] if f"val_{metric}" in rows else rows.iloc[:0]
         eval_steps = evals.step.to_numpy(int)

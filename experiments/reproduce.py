@@ -32,6 +32,7 @@ from experiments.common import Verdict  # noqa: E402
 from gradclip.callbacks import SuiteCallback  # noqa: E402
 from gradclip.files import write_atomic, write_json  # noqa: E402
 from gradclip.report import html_table, load_runs, markdown_table  # noqa: E402
+from gradclip.sweep import MixedResultsError, check_folder  # noqa: E402
 
 CLAIMS = {
     "C1": "Strongly non-linear objectives (RNNs, deep nets) have cliffs: products of many large weights give huge "
@@ -45,9 +46,12 @@ CLAIMS = {
     "B1": "(Zhang et al. 2020) Local smoothness grows with the gradient norm, which is why clipping helps.",
     "B2": "(beyond the post) Adaptive clipping (AutoClip, AGC, ZClip) matches the best fixed threshold untuned.",
 }
-COMBINE_RULE = ("A claim tested by several experiments gets one row: their measurements side by side, and the "
-                "verdict they agree on; when they disagree, 'partly' (an experiment that could not test it does "
-                "not count).")
+COMBINE_RULE = ("A claim tested by several experiments or rows gets one verdict: the word they all give; checks "
+                "(true by construction) count only when nothing else tests the claim; otherwise 'partly' when some "
+                "row supports it and none contradicts it, 'contradicted' (or 'not supported') when some row "
+                "contradicts it and none supports it, 'mixed' when both happen, else 'undecided'. A row that could "
+                "not test it does not count.")
+POSITIVE, NEGATIVE = {"supported", "partly"}, {"contradicted", "not supported"}
 RESULTS = ROOT / "results"
 
 
@@ -64,12 +68,24 @@ def claim_experiments() -> list[str]:
 EXPERIMENTS = claim_experiments()
 
 
-def run_sweep(name: str, results: Path, jobs: int, extra: list[str]) -> tuple[Path, float]:
-    """`python run.py -m +experiment=<name>` with the population launcher (one core per worker)."""
-    folder = results / "runs" / name / time.strftime("%Y-%m-%d_%H-%M-%S")
-    command = [sys.executable, str(ROOT / "run.py"), "-m", f"+experiment={name}", "logger=none", "threads=1",
-               "report=false", "hydra/launcher=population", f"hydra.launcher.n_jobs={jobs}",
-               f"hydra.sweep.dir={folder}", *extra]
+def run_sweep(name: str, results: Path, jobs: int, extra: list[str], folder: Path | None = None,
+              jobs_file: Path | None = None) -> tuple[Path, float]:
+    """`python run.py -m +experiment=<name>` (or the jobs of ``jobs_file``, with no experiment added) with the
+    population launcher (one core per worker) in ``folder`` (default results/runs/<name>): a rerun resumes it, and a
+    folder of other code is moved aside to <folder>.stale-<time> first."""
+    folder = Path(folder or results / "runs" / name).absolute()
+    try:  # results of other code or schema (its sweep.json says), or of no sweep (the former <name>/<date_time>/)
+        check_folder(folder, [])
+        other = folder.is_dir() and any(folder.iterdir()) and not (folder / "sweep.json").is_file()
+    except MixedResultsError:
+        other = True
+    if other:
+        stale = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(stale)
+        print(f"{folder}: results of other code, moved to {stale}; starting fresh", flush=True)
+    sweep = [f"hydra.sweeper.jobs_file={Path(jobs_file).absolute()}"] if jobs_file else [f"+experiment={name}"]
+    command = [sys.executable, str(ROOT / "run.py"), "-m", *sweep, "logger=none", "threads=1", "report=false",
+               "hydra/launcher=population", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}", *extra]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     return folder, time.perf_counter() - started
@@ -78,13 +94,48 @@ def run_sweep(name: str, results: Path, jobs: int, extra: list[str]) -> tuple[Pa
 def store_tables(name: str, module, folder: Path, results: Path, seconds: float) -> None:
     """The experiment's tables from its job files, as CSV under results/<name>/ (written atomically)."""
     runs, steps = load_runs(folder)
+    store(name, module.tables(runs, steps), results, seconds, "sweep", runs=len(runs),
+          diverged_runs=int(runs.diverged.sum()))
+
+
+def store(name: str, tables: dict[str, pd.DataFrame], results: Path, seconds: float, stage: str, **facts) -> None:
+    """Tables as results/<name>/<table>.csv (the old CSVs replaced) and meta.json: when, how long, on which CPU."""
     out = results / name
     for old in out.glob("*.csv"):
-        old.unlink()
-    for table, frame in module.tables(runs, steps).items():
+        if old.stem not in tables:
+            old.unlink()
+    for table, frame in tables.items():
         write_atomic(out / f"{table}.csv", frame.to_csv(index=False))
-    write_json(out / "meta.json", {"runs": len(runs), "sweep_seconds": round(seconds, 1),
-                                   "diverged_runs": int(runs.diverged.sum()), "finished": time.strftime("%Y-%m-%d %H:%M")})
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if stage == "reproduce":  # a new deciding block: the verify block, if any, no longer belongs to it
+        meta.pop("verify_seconds", None)
+    meta.update({f"{stage}_seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu(),
+                 **facts})
+    write_json(meta_path, meta)
+
+
+def meta_text(meta: dict | None) -> str:
+    """'60 runs (3 diverged), sweep 1.2 min on <cpu>, <date>' from a meta.json."""
+    if not meta:
+        return "not run yet"
+    runs = f"{meta['runs']} runs ({meta['diverged_runs']} diverged), " if "runs" in meta else ""
+    times = ", ".join(f"{key[:-len('_seconds')]} {value / 60:.1f} min" for key, value in meta.items()
+                      if key.endswith("_seconds"))
+    return f"{runs}{times} on {meta.get('cpu', '2 cores')}, {meta['finished']}"
+
+
+def cpu() -> str:
+    """This machine's CPU model, cores and the vector instructions torch uses (numbers differ in the last bits
+    between CPUs of different capability)."""
+    import platform
+
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return f"{model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def load_tables(results: Path, name: str) -> dict[str, pd.DataFrame]:
@@ -92,18 +143,35 @@ def load_tables(results: Path, name: str) -> dict[str, pd.DataFrame]:
 
 
 def combined_verdict(rows: list[tuple[str, Verdict]]) -> str:
-    """The claims-table verdict from every experiment that tested the claim (COMBINE_RULE)."""
-    tested = {v.verdict for _, v in rows if v.verdict != "not tested"}
-    if not tested:
+    """The claims-table verdict from every row that tested the claim (COMBINE_RULE)."""
+    tested = [v.verdict for _, v in rows if v.verdict != "not tested"]
+    evidence = [word for word in tested if not word.startswith("check")]
+    words = set(evidence or tested)
+    if not words:
         return "not tested"
-    return tested.pop() if len(tested) == 1 else "partly"
+    if len(words) == 1:
+        return words.pop()
+    if words & POSITIVE and words & NEGATIVE:
+        return "mixed"
+    if words & POSITIVE:
+        return "partly"
+    if words & NEGATIVE:
+        return "contradicted" if "contradicted" in words else "not supported"
+    return "undecided"
 
 
 def claims_table(found: dict[str, list[tuple[str, Verdict]]]) -> pd.DataFrame:
     return pd.DataFrame([{"claim": claim, "statement": statement,
                           "verdict": combined_verdict(found.get(claim, [])),
-                          "by experiment": " · ".join(f"{name}: {v.verdict}" for name, v in found.get(claim, []))
-                          or "–"} for claim, statement in CLAIMS.items()])
+                          "by experiment": " · ".join(f"{row_label(name, v, found[claim])}: {v.verdict}"
+                                                      for name, v in found.get(claim, [])) or "–"}
+                         for claim, statement in CLAIMS.items()])
+
+
+def row_label(name: str, verdict: Verdict, rows: list[tuple[str, Verdict]]) -> str:
+    """The experiment's name, and the row's own words when the experiment gives the claim several rows."""
+    several = sum(other == name for other, _ in rows) > 1
+    return f"{name} ({verdict.statement.split(' (')[0]})" if several else name
 
 
 def evidence(found: dict[str, list[tuple[str, Verdict]]]) -> list[tuple[str, list[tuple[str, Verdict]]]]:
@@ -121,6 +189,9 @@ def build_report(names: list[str], results: Path) -> Path:
     for name in names:
         module = importlib.import_module(f"experiments.{name}")
         tables = load_tables(results, name)
+        if tables and hasattr(module, "analyse"):  # derived rows: recomputed by this code, stored for readers
+            tables["rows"] = module.analyse(tables)
+            write_atomic(results / name / "rows.csv", tables["rows"].to_csv(index=False))
         meta_path = results / name / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
         verdicts = module.verdicts(tables) if tables else [
@@ -147,10 +218,11 @@ def build_report(names: list[str], results: Path) -> Path:
         md.append("")
     md += ["## Experiments", ""]
     for name, module, meta, figures in sections:
-        timing = (f"{meta['runs']} runs ({meta['diverged_runs']} diverged), sweep {meta['sweep_seconds'] / 60:.1f} "
-                  f"min on 2 cores, {meta['finished']}" if meta else "not run yet")
-        md += [f"### {module.TITLE}", "", f"`python run.py -m +experiment={name}` — claims "
+        timing = meta_text(meta)
+        command = getattr(module, "COMMAND", f"python run.py -m +experiment={name}")
+        md += [f"### {module.TITLE}", "", f"`{command}` — claims "
                f"{', '.join(module.CLAIMS)}; {timing}; tables: `results/{name}/`.", ""]
+        md += [f"*Scope.* {module.SCOPE}", ""] if hasattr(module, "SCOPE") else []
         for fig in figures:
             md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
     write_atomic(results / "REPORT.md", "\n".join(md))
@@ -167,7 +239,10 @@ def build_report(names: list[str], results: Path) -> Path:
         body.append(f"<h3>{html.escape(heading)}</h3><ul>{items or '<li>not tested by any experiment</li>'}</ul>")
     body.append("<h2>Experiments</h2>")
     for name, module, meta, figures in sections:
-        body.append(f"<h3>{html.escape(module.TITLE)}</h3><p><code>python run.py -m +experiment={name}</code></p>")
+        command = getattr(module, "COMMAND", f"python run.py -m +experiment={name}")
+        body.append(f"<h3>{html.escape(module.TITLE)}</h3><p><code>{html.escape(command)}</code></p>")
+        if hasattr(module, "SCOPE"):
+            body.append(f"<p><i>Scope.</i> {html.escape(module.SCOPE)}</p>")
         for fig in figures:
             encoded = base64.b64encode((figures_dir / fig.name).read_bytes()).decode("ascii")
             body.append(f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{encoded}">'
@@ -244,12 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.figures:
         names = args.names or EXPERIMENTS
         for i, name in enumerate(names, 1):
-            print(f"[{i}/{len(names)}] {name}: running its sweep", flush=True)
-            folder, seconds = run_sweep(name, args.results, args.jobs, args.override)
-            store_tables(name, importlib.import_module(f"experiments.{name}"), folder, args.results, seconds)
-            print(f"[{i}/{len(names)}] {name}: done in {seconds / 60:.1f} min", flush=True)
+            print(f"[{i}/{len(names)}] {name}: running", flush=True)
+            module, begun = importlib.import_module(f"experiments.{name}"), time.perf_counter()
+            if hasattr(module, "reproduce"):  # several stages: the module runs its sweeps
+                tables = module.reproduce(module.sweeper(args.results, args.jobs, args.override))
+                store(name, tables, args.results, time.perf_counter() - begun, "reproduce")
+            else:
+                folder, seconds = run_sweep(name, args.results, args.jobs, args.override)
+                store_tables(name, module, folder, args.results, seconds)
+            print(f"[{i}/{len(names)}] {name}: done in {(time.perf_counter() - begun) / 60:.1f} min", flush=True)
     path = build_report(EXPERIMENTS, args.results)
-    print(f"report: {path}\ntotal: {(time.perf_counter() - started) / 60:.1f} min")
+    print(f"report: {path}\ntotal: {(time.perf_counter() - started) / 60:.1f} min on {cpu()}")
     return 0
 
 

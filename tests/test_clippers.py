@@ -7,9 +7,13 @@ import pytest
 import torch
 from types import SimpleNamespace
 
-from gradclip.clipping import method_class
+from gradclip.clipping import ClipStats, method_class, total_norm
+from gradclip.clipping.norm import Norm
+from gradclip.config import parts
 from gradclip.models.cliff import Cliff
 from gradclip.training import local_smoothness
+
+from conftest import ROOT
 
 DEFAULTS = {"random": {"threshold": 1.0}, "value": {"threshold": 1.0}, "autoclip": {"percentile": 10.0, "warmup": 1},
             "agc": {"clip_factor": 0.01, "eps": 1e-3}, "zclip": {"alpha": 0.97, "z_thresh": 2.5, "warmup": 25, "max_grad_norm": 1.0, "clip_factor": 1.0}}
@@ -59,7 +63,7 @@ def test_autoclip_clips_at_the_percentile_of_the_history():
     stats = clipper(params, measure=True)
     expected = np.percentile([1, 2, 3, 4, 10], 50)  # the current norm is part of the history
     assert stats.fired and float(flat(params).norm()) == pytest.approx(expected, rel=1e-5)
-    assert stats.cosine == 1.0
+    assert stats.cosine == pytest.approx(1.0, abs=1e-12)
 
 
 def test_agc_is_unitwise_relative_to_the_weights_and_skips_excluded():
@@ -120,6 +124,53 @@ def test_cosine_is_measured_for_value_clipping():
     expected = (3.0 * 0.5 + 0.1 * 0.1) / (math.hypot(3.0, 0.1) * math.hypot(0.5, 0.1))
     assert stats.cosine == pytest.approx(expected, rel=1e-6)
     assert math.isnan(Clipper("value", threshold=0.5)(params_with(torch.ones(2))).cosine)  # not measured
+
+
+def real_gradients(make_cfg, *overrides):
+    """A digits MLP's back-prop gradients on one batch (global norm 2.24) and the clipper ``overrides`` select."""
+    torch.manual_seed(0)
+    task, model, clipper, _ = parts(make_cfg("setup=digits_mlp", *overrides))
+    task.setup(torch.device("cpu"))
+    net = model.build(task)
+    clipper.prepare(0, {id(p) for p in list(net.children())[-1].parameters()})
+    x, y = task.batch(torch.Generator().manual_seed(0))
+    task.loss(net(x), y).backward()
+    return list(net.parameters()), clipper
+
+
+def test_norm_clipping_measured_on_a_real_model(make_cfg):
+    params, clipper = real_gradients(make_cfg, "clip=norm")
+    stats = clipper(params, measure=True)
+    assert stats.fired and stats.pre_norm > 2 * clipper.threshold
+    assert abs(stats.cosine - 1) < 1e-6 and stats.post_norm == pytest.approx(clipper.threshold, abs=1e-5)
+    assert stats.post_norm == float(total_norm(params))  # the norm of the gradients left, not a formula
+
+
+def test_value_clipping_turns_a_real_gradient(make_cfg):
+    params, clipper = real_gradients(make_cfg, "clip=value", "clip.threshold=0.05")
+    stats = clipper(params, measure=True)
+    assert stats.fired and stats.cosine < 0.99
+
+
+@pytest.mark.parametrize("option", sorted(str(f.relative_to(ROOT / "conf/clip").with_suffix(""))
+                                          for f in (ROOT / "conf/clip").rglob("*.yaml")))
+def test_every_method_measures_its_cosine_and_post_norm(make_cfg, option):
+    params, clipper = real_gradients(make_cfg, f"clip={option}")
+    stats = clipper(params, measure=True)
+    assert -1 <= stats.cosine <= 1 and stats.post_norm == float(total_norm(params))
+
+
+def test_a_clip_that_misreports_is_caught_by_the_measurement():
+    """A norm clip that says it scaled but also flipped a tensor: the measured cosine and norm tell."""
+    class Lying(Norm):
+        def clip(self, params):
+            params[0].grad.neg_().mul_(2)
+            return ClipStats(5.0, self.threshold, True)
+
+    params = params_with(torch.ones(3), torch.ones(1))
+    stats = Lying(name="lying", threshold=1.0)(params, measure=True)
+    assert stats.cosine == pytest.approx(-5 / (2 * math.sqrt(13))) and stats.post_norm == pytest.approx(math.sqrt(13))
+    assert Lying(name="lying", threshold=1.0)(params_with(torch.ones(3))).post_norm == 1.0  # unmeasured: its word
 
 
 def test_local_smoothness_of_a_quadratic_is_its_curvature():

@@ -107,11 +107,11 @@ def test_steepness_finds_the_wall(real_like):
 def test_verdicts_on_simulated_runs(real_like):
     found = {v.claim: v for v in cliff.verdicts(real_like)}
     assert list(found) == ["C1", "C2", "C4"]
-    assert found["C1"].verdict == "supported"  # 200^2 grid: max / median gradient norm ~ 2200 >= 100
+    assert found["C1"].verdict == "check passed"  # the w = 5 column, maximised: 5.75e3 / 0.034 >= 100
     # catapults (>= 100 x the typical step) that undo >= 50 % of the progress on 2 of 3 starts (>= 1/3): (5, -2.3) is
     # thrown to a plateau (w ~ 12.8, b ~ 11), E 0.09 > E0; (5, -2) x 130, undoing 138 %; (4.5, -2) never jumps
     assert found["C2"].verdict == "supported"
-    assert found["C4"].verdict == "supported"  # clipping fired on 2 of 3 starts, steps <= 0.1, cosine 1
+    assert found["C4"].verdict == "check passed"  # clipping fired on 2 of 3 starts, steps <= 0.1, cosine 1
 
 
 def jumps_row(**kw):
@@ -122,11 +122,20 @@ def jumps_row(**kw):
     return {**base, **kw}
 
 
-@pytest.mark.parametrize("ratio,expected", [(2000.0, "supported"), (50.0, "partly"), (3.0, "not supported")])
+@pytest.mark.parametrize("ratio,expected", [(2000.0, "check passed"), (50.0, "check failed")])
 def test_c1_rule(ratio, expected):
-    steep = pd.DataFrame([{"where": "grid 200x200", "max": ratio, "median": 1.0, "ratio": ratio, "w_at_max": 5.0,
-                           "b_at_max": -2.6, "verdict_grid": True}])
+    steep = pd.DataFrame([{"where": "column w=5, maximised", "max": ratio, "median": 1.0, "ratio": ratio,
+                           "w_at_max": 5.0, "b_at_max": -2.6, "verdict_grid": True}])
     assert cliff.verdict_c1(steep).verdict == expected
+
+
+def test_the_maximised_wall_does_not_depend_on_the_grid():
+    """The finest columns approach the maximised value from below (5.74e3 at 400,001 points), which no grid beats."""
+    table = cliff.steepness_table()
+    column = table[table["where"].str.startswith("column")]
+    exact = column[column.verdict_grid].iloc[0]
+    assert (column[~column.verdict_grid]["max"] <= exact["max"] * (1 + 1e-9)).all()
+    assert column[~column.verdict_grid]["max"].iloc[-1] == pytest.approx(exact["max"], rel=0.01)
 
 
 @pytest.mark.parametrize("rows,expected", [
@@ -141,10 +150,10 @@ def test_c2_rule(rows, expected):
 
 
 @pytest.mark.parametrize("kw,expected", [
-    (dict(max_step_norm=0.1, min_cosine=1.0), "supported"),
-    (dict(max_step_norm=0.1, min_cosine=0.9), "partly"),
-    (dict(max_step_norm=0.5, min_cosine=1.0), "partly"),
-    (dict(max_step_norm=0.5, min_cosine=0.5), "not supported"),
+    (dict(max_step_norm=0.1, min_cosine=1.0), "check passed"),
+    (dict(max_step_norm=0.1, min_cosine=0.9), "check failed"),
+    (dict(max_step_norm=0.5, min_cosine=1.0), "check failed"),
+    (dict(max_step_norm=0.5, min_cosine=0.5), "check failed"),
     (dict(max_step_norm=0.01, min_cosine=1.0, clipped_steps=0), "not tested"),
 ])
 def test_c4_rule(kw, expected):

@@ -85,32 +85,32 @@ def verdict(tables):
     return v
 
 
-def test_supported(made):
+def test_check_passes(made):
     v = verdict(made)
-    assert v.verdict == "supported"
+    assert v.verdict == "check passed"
     assert "random-direction clipping was as good as norm clipping on 1/2 setups" in v.numbers
 
 
-def test_partly_when_the_contrast_keeps_the_direction(made):
+def test_check_fails_when_the_contrast_keeps_the_direction(made):
     out = made["outcomes"].copy()
     out.loc[out.method == "per_tensor", ["cos_median", "cos_min"]] = 1.0
-    assert verdict({**made, "outcomes": out}).verdict == "partly"
+    assert verdict({**made, "outcomes": out}).verdict == "check failed"
     out = made["outcomes"].copy()
     out.loc[out.method == "value", "cos_steps"] = 0  # value never clipped anywhere
-    assert verdict({**made, "outcomes": out}).verdict == "partly"
+    assert verdict({**made, "outcomes": out}).verdict == "check failed"
 
 
 @pytest.mark.parametrize("column, value", [("cos_min", 0.999), ("post_over_threshold_max", 1.5)])
-def test_not_supported_when_norm_turns_or_oversteps(made, column, value):
+def test_check_fails_when_norm_turns_or_oversteps(made, column, value):
     out = made["outcomes"].copy()
     out.loc[(out.method == "norm") & (out.setup == "digits_mlp"), column] = value
-    assert verdict({**made, "outcomes": out}).verdict == "not supported"
+    assert verdict({**made, "outcomes": out}).verdict == "check failed"
 
 
-def test_not_supported_when_the_direct_check_fails(made):
+def test_check_fails_when_the_direct_check_fails(made):
     direct = made["direct"].copy()
     direct.loc[direct.method == "norm", "cosine"] = 0.9
-    assert verdict({**made, "direct": direct}).verdict == "not supported"
+    assert verdict({**made, "direct": direct}).verdict == "check failed"
 
 
 def test_not_tested_without_data(made):
@@ -119,14 +119,14 @@ def test_not_tested_without_data(made):
     out["cos_steps"] = 0  # clipped, but no cosine logged (e.g. diag_every larger than the run)
     assert verdict({**made, "outcomes": out}).verdict == "not tested"
     direct = made["direct"].assign(fired=False)  # the direct check must have fired
-    assert verdict({**made, "direct": direct}).verdict == "not supported"
+    assert verdict({**made, "direct": direct}).verdict == "check failed"
 
 
 def test_figures_from_csv_round_trip(made, tmp_path):
     for name, frame in made.items():
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
     loaded = {name: pd.read_csv(tmp_path / f"{name}.csv") for name in made}
-    assert verdict(loaded).verdict == "supported"
+    assert verdict(loaded).verdict == "check passed"
     figures = direction.figures(loaded, tmp_path / "figs")
     assert [f.name for f in figures] == ["direction_cosine.png", "direction_final.png"]
     for f in figures:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from experiments.common import VERDICTS
-from experiments.reproduce import CLAIMS, EXPERIMENTS
+from experiments.common import VERDICTS, Verdict
+from experiments.reproduce import CLAIMS, EXPERIMENTS, combined_verdict
 
 RESULTS = ROOT / "results"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -105,16 +105,23 @@ def test_figures_rebuild_the_committed_report_exactly(tmp_path):
 
 
 def test_claims_table_has_every_claim_with_a_verdict():
-    """Each claim's verdict is the one COMBINE_RULE gives from its experiments' verdicts: the one they agree on, else
-    'partly'; an experiment that could not test it does not count."""
+    """Each claim's verdict is the one COMBINE_RULE gives from its rows' verdicts."""
     report = (RESULTS / "REPORT.md").read_text()
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in report.splitlines() if CLAIM_ROW.match(line)]
     assert [row[0] for row in rows] == list(CLAIMS)
     for claim, _, verdict, by_experiment in rows:
         each = [part.split(": ")[1] for part in by_experiment.split(" · ")]
         assert set(each) <= set(VERDICTS), claim
-        tested = set(each) - {"not tested"}
-        assert verdict == (tested.pop() if len(tested) == 1 else "partly" if tested else "not tested"), claim
+        assert verdict == combined_verdict([("x", Verdict(claim, "", "", "", "", word)) for word in each]), claim
+
+
+@pytest.mark.parametrize("words,combined", [
+    (["supported", "supported"], "supported"), (["supported", "undecided"], "partly"),
+    (["contradicted", "undecided"], "contradicted"), (["supported", "contradicted"], "mixed"),
+    (["undecided", "no detectable effect"], "undecided"), (["check passed", "undecided"], "undecided"),
+    (["check passed", "check passed"], "check passed"), (["not tested"], "not tested")])
+def test_combine_rule(words, combined):
+    assert combined_verdict([("x", Verdict("C0", "", "", "", "", word)) for word in words]) == combined
 
 
 def check_schema(results, names):

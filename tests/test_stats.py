@@ -85,7 +85,9 @@ def test_paired_interval_matches_the_t_interval_on_symmetric_data_and_is_exact()
     t = scipy_stats.t.ppf(0.975, 9) * d.std(ddof=1) / math.sqrt(10)
     assert found.estimate == pytest.approx(d.mean()) and found.low > 0
     assert found.low == pytest.approx(d.mean() - t, abs=0.05) and found.high == pytest.approx(d.mean() + t, abs=0.05)
-    assert paired_interval(np.full(10, 0.2)).low == -math.inf  # no spread: nothing can be said
+    # no spread (two arms that ran the same configuration): every other shift is rejected at p = 2 / 2^n
+    assert (paired_interval(np.full(10, 0.2)).low, paired_interval(np.full(10, 0.2)).high) == (0.2, 0.2)
+    assert paired_interval(np.full(5, 0.2)).low == -math.inf  # 2 / 2^5 > 5 %: five seeds cannot say it
 
 
 def test_wins_count_ties_and_divergence():

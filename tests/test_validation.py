@@ -139,7 +139,7 @@ BAD = [  # (overrides, start of the one-line message)
     (["task=adding", "model=rnn", "task.eval_size=0"], "task.eval_size=0: must be an integer >= 1"),
     (["task=adding", "model=rnn", "task.data_seed=-1"], "task.data_seed=-1: must be an integer in [0, 4294967295]"),
     (["task=temporal_order", "model=rnn", "task.target=5"], "task.target=5.0: must be in [0, 1]"),
-    (["task=digits", "model=mlp", "task.test_fraction=1"], "task.test_fraction=1.0: must be a number in (0, 1)"),
+    (["task=digits", "model=mlp", "task.held_out_fraction=1"], "task.held_out_fraction=1.0: must be a number in (0, 1)"),
     (["task=regression", "model=mlp", "task.samples=5"], "task.samples=5: must be an integer >= 10"),
     (["task=regression", "model=mlp", "task.features=0"], "task.features=0: must be an integer >= 1"),
     (["task=regression", "model=mlp", "task.noise=inf"], "task.noise=inf: must be a finite number >= 0"),

@@ -9,8 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -20,13 +22,40 @@ from gradclip.sweep import check_folder, compose_job, failed_runs, job_config, s
 
 
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
-    """The overrides of every job the basic sweeper will launch (command line and hydra.sweeper.params)."""
+    """The overrides of every job the sweep launches, in order: the basic sweeper's product of the command line and
+    ``hydra.sweeper.params``; or, with ``hydra.sweeper.jobs_file``, the command line's then each listed job's."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    task = list(config.hydra.overrides.task)
+    parser = OverridesParser.create()
+    jobs_file = config.hydra.sweeper.get("jobs_file")
+    if jobs_file is None:
+        parsed = parser.parse_overrides([f"{key}={value}" for key, value in params.items()] + task)
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    key = f"hydra.sweeper.jobs_file={jobs_file}"
+    sweeps = [o.input_line for o in parser.parse_overrides(task) if o.is_sweep_override()]
+    if params or sweeps:
+        given = f"hydra.sweeper.params ({', '.join(params)})" if params else f"the sweep override {sweeps[0]}"
+        raise ConfigError(f"{key}: the file lists every job, so {given} cannot go with it; put it in the file")
+    try:
+        jobs = yaml.safe_load(Path(jobs_file).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not (isinstance(jobs, list) and jobs and all(isinstance(job, list) for job in jobs)
+            and all(isinstance(o, str) for job in jobs for o in job)):
+        raise ConfigError(f"{key}: expected a non-empty list of jobs, each a list of override strings "
+                          '(e.g. [["clip=none", "seed=0"], ["clip=norm1", "seed=0"]])')
+    for num, job in enumerate(jobs):
+        try:
+            sweep = next((o.input_line for o in parser.parse_overrides(job) if o.is_sweep_override()), None)
+        except HydraException as exc:
+            raise ConfigError(f"{key}: job {num}: {' '.join(str(exc).split())}") from None
+        if sweep:
+            raise ConfigError(f"{key}: job {num}: {sweep} is a sweep; list each of its jobs instead")
+    return [task + job for job in jobs]
 
 
 def check_writable(folder: Path) -> None:

@@ -315,8 +315,9 @@ def describe(runs: pd.DataFrame) -> list[str]:
         f"target: {first.target_metric} ≤ {_num(first.target)}.",
         "Diverged = non-finite loss, loss above the configured multiple of the first step's loss, or too many "
         "non-finite gradients in a row; a diverged run stops there and is kept as a result.",
-        f"Loss-spike step = a step whose training loss exceeds {first.spike_factor:g} x the minimum of the "
-        f"{first.spike_window} steps before it (config keys spike_factor, spike_window).",
+        f"Loss-spike step = a step whose training loss exceeds the median of the {first.spike_window} losses before "
+        f"it by more than {first.spike_factor:g} robust SDs of them (1.4826 x their median absolute deviation; config "
+        f"keys spike_factor, spike_window).",
     ]
     if corpus:
         lines.append(f"Corpus: {corpus['source']}; {sum(corpus['chars'].values())} characters; sha256 "

@@ -13,11 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from gradclip.files import write_json
 
 HIGHER_IS_BETTER = {"accuracy"}
+MAD_TO_SD = 1.4826  # median absolute deviation x this = the standard deviation, for normal noise
+MIN_HISTORY = 5  # losses a spike is measured against, at least: the MAD of one or two is no noise estimate
 
 
 @dataclass
@@ -55,9 +58,9 @@ class RunSummary:
     # training
     clipped_fraction: float  # of the steps whose gradient was applied
     nonfinite_steps: int
-    loss_spikes: int
-    spike_factor: float
-    spike_window: int
+    loss_spikes: int  # steps whose loss > median + spike_factor x robust SD of the previous losses (count_spikes)
+    spike_factor: float  # in robust SDs (1.4826 x median absolute deviation)
+    spike_window: int  # previous losses the median and the MAD are taken over
     initial_loss: Optional[float]
     grad_norm_median: Optional[float]  # pre-clip, over the applied steps
     grad_norm_max: Optional[float]
@@ -101,10 +104,19 @@ def _number(value):
     return float(value) if value in ("inf", "-inf") else value
 
 
+def spike_steps(losses: pd.Series, factor: float, window: int) -> pd.Series:
+    """Whether each step's loss exceeds the median of the ``window`` losses before it by more than ``factor`` robust
+    SDs of them (1.4826 x their median absolute deviation, the SD for normal noise): a jump against the mini-batch
+    noise, not against the best batch. Steps with fewer than min(window, MIN_HISTORY) losses before them are not
+    tested."""
+    history = losses.rolling(window, min_periods=min(window, MIN_HISTORY))
+    median = history.median().shift(1)
+    mad = history.apply(lambda x: np.median(np.abs(x - np.median(x))), raw=True).shift(1)
+    return losses > median + factor * MAD_TO_SD * mad
+
+
 def count_spikes(losses: pd.Series, factor: float, window: int) -> int:
-    """Steps whose loss exceeds ``factor`` x the minimum loss of the ``window`` steps before it."""
-    previous_min = losses.shift(1).rolling(window, min_periods=1).min()
-    return int((losses > factor * previous_min).sum())
+    return int(spike_steps(losses, factor, window).sum())
 
 
 def summarize(metrics: pd.DataFrame, evals: list[tuple[int, dict]], *, metric: str, target_metric: str,

@@ -2,6 +2,8 @@
 
 A method is a ``Clipper``: a dataclass of its settings whose ``clip(params)`` clips the gradients in place and says
 what it did (``ClipStats``); the global norm before clipping comes out of the clip itself, so logging it is free.
+On diagnostic steps (``measure=True``) the post-clip norm and the cosine to the raw gradient are measured on the
+gradients the clip left, for every method; on the other steps post_norm is the method's own account of it.
 One object per run: stateful methods keep their state in it and save it with ``state_dict``. torch is imported
 inside the methods, so checking a config does not load it.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 from gradclip.component import Component, component_name, label, rule
 
@@ -21,9 +22,9 @@ EPS = 1e-6  # the same epsilon clip_grad_norm_ adds to the norm before dividing
 @dataclass(frozen=True)
 class ClipStats:
     pre_norm: float  # global L2 norm of the raw gradients (inf / nan when they are not finite)
-    post_norm: float  # global L2 norm of the gradients that reach the optimizer
+    post_norm: float  # global L2 norm of the gradients that reach the optimizer (measured when measure=True)
     fired: bool  # whether clipping changed anything
-    cosine: float = math.nan  # cos(applied gradient, raw gradient), when measured
+    cosine: float = math.nan  # cos(applied gradient, raw gradient), measured when measure=True
 
     @property
     def scale(self) -> float:
@@ -32,11 +33,12 @@ class ClipStats:
 
 
 def cosine(raw: list, new: list) -> float:
-    from torch.nn.utils import get_total_norm
+    """cos(new, raw) over all tensors, in float64 (so a pure rescaling gives 1 to ~1e-12); NaN for a zero gradient."""
+    import torch
 
-    dot = sum(float((r * n).sum()) for r, n in zip(raw, new))
-    denominator = float(get_total_norm(raw)) * float(get_total_norm(new))
-    return dot / denominator if denominator > 0 else math.nan
+    a, b = (torch.cat([g.detach().flatten().double() for g in grads]) for grads in (raw, new))
+    denominator = float(a.norm() * b.norm())
+    return max(-1.0, min(1.0, float(a @ b) / denominator)) if denominator > 0 else math.nan
 
 
 def scale_to(params: list, norm, threshold: float) -> ClipStats:
@@ -61,7 +63,6 @@ class Clipper(Component):
     """Base of the clipping methods. ``name`` labels the arm in reports (norm1); ``method`` is the module's name."""
 
     name: str = rule(label, "a non-empty printable label")
-    keeps_direction: ClassVar[bool] = True  # scales every gradient by one factor: cosine 1 without measuring it
 
     @property
     def method(self) -> str:
@@ -82,15 +83,15 @@ class Clipper(Component):
         raise NotImplementedError
 
     def __call__(self, parameters, measure: bool = False) -> ClipStats:
-        """Clip in place; with ``measure``, also the cosine between the applied and the raw gradient."""
+        """Clip in place; with ``measure``, the post-clip norm and the cosine to the raw gradient are measured."""
         params = [p for p in parameters if p.grad is not None]
         if not params:
             return ClipStats(0.0, 0.0, False)
-        raw = [p.grad.detach().clone() for p in params] if measure and not self.keeps_direction else None
+        raw = [p.grad.detach().clone() for p in params] if measure else None  # only on diagnostic steps
         stats = self.clip(params)
         if not measure or not math.isfinite(stats.pre_norm):
             return stats
-        return replace(stats, cosine=1.0 if self.keeps_direction else cosine(raw, [p.grad for p in params]))
+        return replace(stats, post_norm=float(total_norm(params)), cosine=cosine(raw, [p.grad for p in params]))
 
 
 def method_class(method: str) -> type[Clipper]:

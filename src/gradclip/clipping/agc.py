@@ -24,7 +24,6 @@ def unitwise_norm(x):
 class AGC(Clipper):
     clip_factor: float = rule(positive, "a number > 0")  # lambda, the largest allowed ||G_i|| / max(||W_i||, eps)
     eps: float = rule(positive, "a number > 0")  # floor of the unit's weight norm
-    keeps_direction = False
 
     def prepare(self, seed: int, exclude: set[int]) -> None:
         self.exclude = exclude

@@ -12,7 +12,6 @@ from gradclip.component import rule
 @dataclass
 class PerTensor(Clipper):
     threshold: float = rule(lambda v: v > 0, "a number > 0 (inf = never clip)")
-    keeps_direction = False
 
     def clip(self, params: list) -> ClipStats:
         import torch

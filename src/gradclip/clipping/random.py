@@ -13,7 +13,6 @@ from gradclip.component import rule
 @dataclass
 class Random(Clipper):
     threshold: float = rule(lambda v: v > 0, "a number > 0 (inf = never clip)")
-    keeps_direction = False
 
     def prepare(self, seed: int, exclude: set[int]) -> None:
         import torch

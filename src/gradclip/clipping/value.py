@@ -11,7 +11,6 @@ from gradclip.component import rule
 @dataclass
 class Value(Clipper):
     threshold: float = rule(lambda v: v > 0, "a number > 0 (inf = never clip)")
-    keeps_direction = False
 
     def clip(self, params: list) -> ClipStats:
         from torch.nn.utils import clip_grad_value_

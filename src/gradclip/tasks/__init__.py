@@ -2,7 +2,8 @@
 
 A task is a dataclass of its settings. ``setup(device)`` makes or loads its data (torch is imported there, so
 checking a config does not load it); then ``batch(generator)`` gives one training batch, ``loss(output, y)`` the
-training loss and ``evaluate(model)`` the held-out scores (called under ``torch.no_grad``). ``metric`` is the
+training loss and ``evaluate(model)`` the scores on the held-out split ``split`` names (called under
+``torch.no_grad``): ``validation`` to tune on, ``test`` to decide on, never trained on. ``metric`` is the
 headline held-out number; ``target_metric`` (lower is better) is the one ``target`` is compared with. ``kind`` says
 which models take it (``Model.accepts``); ``input_dim`` / ``vocab_size`` / ``output_dim`` / ``readout`` tell a model
 its shapes, and ``info`` describes the data in the run's summary.
@@ -11,16 +12,27 @@ its shapes, and ``info`` describes the data in the run's summary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import ClassVar, Optional
+
+from omegaconf import MISSING
 
 from gradclip.component import SEED, Component, ConfigError, component_name, non_negative, rule
 
 AT_LEAST_ONE = (lambda v: v >= 1, "an integer >= 1")
 
 
+class Split(Enum):
+    """The held-out split ``evaluate`` scores."""
+
+    validation = "validation"
+    test = "test"
+
+
 @dataclass
 class Task(Component):
     target: Optional[float] = rule(non_negative, "a finite number >= 0, or null for no target")
+    split: Split = MISSING
     kind: ClassVar[str]  # "sequence", "vector" or "cliff"
     metric: ClassVar[str]
     target_metric: ClassVar[str]
@@ -59,12 +71,13 @@ class ErrorRateTarget:
 
 @dataclass
 class GeneratedSequences(ErrorRateTarget, Task):
-    """Pascanu et al.'s synthetic problems: fresh training batches from the run's generator, a fixed held-out set."""
+    """Pascanu et al.'s synthetic problems: fresh training batches from the run's generator; fixed held-out sets of
+    ``eval_size`` sequences, validation drawn with seed ``data_seed``, test with seed ``data_seed + 1``."""
 
     seq_len: int = rule(lambda v: v >= 10, "an integer >= 10")
     batch_size: int = rule(*AT_LEAST_ONE)
     eval_size: int = rule(*AT_LEAST_ONE)
-    data_seed: int = rule(*SEED)  # seed of the held-out set, the same for every run
+    data_seed: int = rule(*SEED)  # seed of the held-out sets, the same for every run
     kind = "sequence"
     target_metric = "error_rate"
 
@@ -72,7 +85,7 @@ class GeneratedSequences(ErrorRateTarget, Task):
         import torch
 
         self.device = device
-        gen = torch.Generator().manual_seed(self.data_seed)
+        gen = torch.Generator().manual_seed(self.data_seed + 1 if self.split == Split.test else self.data_seed)
         self.eval_batches = [self.sample(gen, min(100, self.eval_size - i)) for i in range(0, self.eval_size, 100)]
         self.info = {"generator": f"Pascanu et al. 2013 {self.name}", "seq_len": self.seq_len}
 
@@ -86,7 +99,8 @@ class GeneratedSequences(ErrorRateTarget, Task):
 
 @dataclass
 class SklearnData(Task):
-    """A fixed train/held-out split of a data set that scikit-learn ships or makes (no download)."""
+    """A data set that scikit-learn ships or makes (no download), split by ``data_seed`` alone into training rows and
+    held-out rows, whose first half is the validation split and second half the test split."""
 
     batch_size: int = rule(*AT_LEAST_ONE)
     data_seed: int = rule(*SEED)
@@ -96,8 +110,8 @@ class SklearnData(Task):
         """(x, y, held-out fraction, description of the source)."""
         raise NotImplementedError
 
-    def scale_inputs(self, x_train, x_test):
-        return x_train, x_test
+    def scale_inputs(self, x_train, x_held):
+        return x_train, x_held
 
     def labels(self, y):
         raise NotImplementedError
@@ -106,16 +120,20 @@ class SklearnData(Task):
         import torch
         from sklearn.model_selection import train_test_split
 
-        x, y, test_fraction, source = self.arrays()
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=self.data_seed)
-        x_train, x_test = self.scale_inputs(x_train, x_test)
+        x, y, held_out_fraction, source = self.arrays()
+        x_train, x_held, y_train, y_held = train_test_split(x, y, test_size=held_out_fraction,
+                                                            random_state=self.data_seed)
+        x_train, x_held = self.scale_inputs(x_train, x_held)
+        half = len(x_held) // 2
+        rows = slice(None, half) if self.split == Split.validation else slice(half, None)
         self.device = device
         self.x_train = torch.tensor(x_train, dtype=torch.float32).to(device)
         self.y_train = self.labels(y_train).to(device)
-        self.x_test = torch.tensor(x_test, dtype=torch.float32).to(device)
-        self.y_test = self.labels(y_test).to(device)
+        self.x_eval = torch.tensor(x_held[rows], dtype=torch.float32).to(device)
+        self.y_eval = self.labels(y_held[rows]).to(device)
         self.input_dim = x.shape[1]
-        self.info = {"data": source, "train": len(x_train), "held_out": len(x_test)}
+        self.info = {"data": source, "train": len(x_train), "validation": half, "test": len(x_held) - half,
+                     "scored": self.split.value}
 
     def batch(self, gen):
         import torch

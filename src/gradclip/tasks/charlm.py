@@ -1,10 +1,11 @@
 """Character- (or word-) level language modelling: next-token prediction on random windows of the training text;
-the held-out score is bits per character (perplexity at ``level=word``). All offline.
+the held-out score is bits per character (perplexity at ``level=word``) on the validation text (``split=validation``)
+or the test text (``split=test``). All offline.
 
-The default corpus is the English help text inside this CPython (``pydoc_data.topics``), split 90/5/5;
-``data_dir=DIR`` reads DIR/train.txt, valid.txt[, test.txt] (the WikiText-2 / PTB layout). torchtext is not used
-on purpose (README): its last release is built for torch 2.3 and fails to import with newer ones; the tokenizer
-and vocabulary below are all a character or word model needs.
+The default corpus is the English help text inside this CPython (``pydoc_data.topics``), split 90/5/5 into
+train/validation/test; ``data_dir=DIR`` reads DIR/train.txt, valid.txt[, test.txt] (the WikiText-2 / PTB layout).
+torchtext is not used on purpose (README): its last release is built for torch 2.3 and fails to import with newer
+ones; the tokenizer and vocabulary below are all a character or word model needs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from gradclip.component import ConfigError, rule
-from gradclip.tasks import AT_LEAST_ONE, Task
+from gradclip.tasks import AT_LEAST_ONE, Split, Task
 
 
 class Level(Enum):
@@ -129,6 +130,11 @@ class CharLM(Task):
     def target_metric(self) -> str:
         return self.metric
 
+    @property
+    def held_out(self) -> str:
+        """The corpus split ``evaluate`` scores."""
+        return "valid" if self.split == Split.validation else "test"
+
     def check(self) -> None:
         word = self.level == Level.word
         if self.target is not None and not self.target > (1 if word else 0):
@@ -137,7 +143,11 @@ class CharLM(Task):
         if self.data_dir is None:
             return
         splits = read_corpus(self.data_dir)
-        needs = {"train": (self.bptt + 2, f"for task.bptt={self.bptt}"), "valid": (2, "(a token and the next one)")}
+        if self.held_out not in splits:
+            raise ConfigError(f"task.split=test: task.data_dir={self.data_dir} has no test.txt (split=validation "
+                              "scores valid.txt)")
+        needs = {"train": (self.bptt + 2, f"for task.bptt={self.bptt}"),
+                 self.held_out: (2, "(a token and the next one)")}
         for split, (least, why) in needs.items():
             count = len(tokenize(splits[split], self.level))
             if count < least:
@@ -145,14 +155,20 @@ class CharLM(Task):
                                   f"task.level={self.level.value}; it needs at least {least} {why}")
 
     def setup(self, device) -> None:
+        import torch
+
         splits, corpus = load_corpus(self.data_dir)
         self.device = device
         train_tokens = tokenize(splits["train"], self.level)
         self.vocab = Vocab(train_tokens)
         self.train_ids = self.vocab.encode(train_tokens)
-        valid = self.vocab.encode(tokenize(splits["valid"], self.level))[: self.eval_tokens + 1]
-        chunks = [valid[i : i + self.bptt + 1] for i in range(0, len(valid) - 1, self.bptt)]
-        self.valid_chunks = [c.to(device) for c in chunks if len(c) >= 2]
+        held = self.vocab.encode(tokenize(splits[self.held_out], self.level))[: self.eval_tokens + 1]
+        full = (len(held) - 1) // self.bptt  # chunks of bptt + 1 tokens, each overlapping the next by one
+        chunks = held[torch.arange(full)[:, None] * self.bptt + torch.arange(self.bptt + 1)]
+        rows = max(1, 2**25 // (self.bptt * len(self.vocab)))  # chunks per forward: logits of <= 128 MB
+        rest = held[full * self.bptt :]  # the shorter last chunk
+        batches = list(chunks.split(rows)) if full else []
+        self.eval_batches = [b.to(device) for b in batches + ([rest[None]] if len(rest) >= 2 else [])]
         self.vocab_size = self.output_dim = len(self.vocab)
         self.info = {"corpus": corpus, "vocab_size": len(self.vocab), "train_tokens": len(self.train_ids)}
 
@@ -172,10 +188,10 @@ class CharLM(Task):
         import torch.nn.functional as F
 
         total, count = 0.0, 0
-        for chunk in self.valid_chunks:
-            out = model(chunk[None, :-1])
-            total += F.cross_entropy(out[0], chunk[1:], reduction="sum").item()
-            count += len(chunk) - 1
+        for chunks in self.eval_batches:
+            out = model(chunks[:, :-1])
+            total += F.cross_entropy(out.reshape(-1, out.shape[-1]), chunks[:, 1:].reshape(-1), reduction="sum").item()
+            count += chunks[:, 1:].numel()
         nats = total / count
         score = nats / math.log(2) if self.level == Level.char else math.exp(min(nats, 700.0))
         return {"loss": nats, self.metric: score}

@@ -1,5 +1,6 @@
 """Pascanu et al. 2013's cliff (Eq. 8): no data; the loss E = (sigmoid(x_length) - goal)^2 depends on the one-unit
-RNN's (w, b) alone (models/cliff.py), so every step is full-batch gradient descent."""
+RNN's (w, b) alone (models/cliff.py), so every step is full-batch gradient descent. There is no held-out data:
+``split`` is accepted and has no effect."""
 
 from __future__ import annotations
 
