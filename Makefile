@@ -4,19 +4,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate reproduce verify figures bench clean
+.PHONY: setup run test test-slow report calibrate reproduce verify figures screenshots bench clean
 
 setup: $(STAMP)
 
 # Exact pins from requirements.lock (torch==2.13.0 is the CPU wheel on this machine's disk), then the project.
 $(STAMP): requirements.lock pyproject.toml
+	@echo "set-up [1/3]: creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "set-up [2/3]: installing the pinned dependencies of requirements.lock (torch, hydra, wandb...; 1-3 minutes)"
 	$(PY) -m pip install --quiet -r requirements.lock
+	@echo "set-up [3/3]: installing gradclip itself"
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) run.py -m clip=none,norm1
+	$(PY) run.py -m clip=none,norm1 seed=0,1,2,3
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"
@@ -40,6 +43,10 @@ verify: $(STAMP)
 # Figures and report again from the stored tables, without training.
 figures: $(STAMP)
 	$(PY) experiments/reproduce.py --figures
+
+# Both reports as a browser shows them (headless Chromium: apt-get install chromium) into docs/screenshots/.
+screenshots: $(STAMP)
+	$(PY) -m gradclip.screenshots results/report.html results/calibration/report/report.html --out docs/screenshots
 
 # The default job's calibration (README), regenerated into results/calibration: built beside it, swapped in when done.
 calibrate: $(STAMP)

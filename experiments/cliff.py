@@ -55,7 +55,7 @@ CLAIMS = ("C1", "C2", "C4")
 LENGTH, X0, GOAL = 50, 0.5, 0.7  # conf/task/cliff.yaml (Pascanu et al. Eq. 8)
 W_RANGE, B_RANGE = (1.0, 8.0), (-4.0, 0.0)
 STEEP_GRIDS = (100, 200, 400)  # shown beside it: the wall's measured height depends on resolution
-COLUMN_W = 5.0  # the anchor's column (CLAIMS.md: max |dE/db| ~ 167 near b ~ -2.61, median ~ 0.014)
+COLUMN_W = 5.0  # the anchor's column (docs/sources.md: max |dE/db| -> 5.75e3 at b ~ -2.6123, median ~ 0.034)
 COLUMN_POINTS = (401, 4001, 40001, 400001)
 SURFACE_GRID = 80  # stored for the figure (E only, 3 significant digits: a small CSV)
 ZOOM_W, ZOOM_B, ZOOM_GRID = (4.2, 5.4), (-2.9, -1.9), 60  # a closer look around the setup's start, for the figure
@@ -276,9 +276,10 @@ def verdict_c1(steepness: pd.DataFrame) -> Verdict:
                f"on where the points fall (it is thinner than any grid): {grids}")
     return Verdict("C1", _statement("C1"), "a check on Pascanu et al.'s one-unit RNN: the steepest slope of E along "
                    f"w = {COLUMN_W:g}, maximised (not sampled), over the median slope", numbers,
-                   "Pascanu et al. Fig. 6 'high curvature walls'; CLAIMS.md: at w = 5 max |dE/db| ~ 167 near "
-                   "b ~ -2.61 vs median ~ 0.014, ~10^4 x (resolution-dependent)",
-                   "check passed" if ratio >= STEEP_RATIO else "check failed")
+                   "Pascanu et al. Fig. 6 'high curvature walls'; docs/sources.md: at w = 5 max |dE/db| -> 5.75e3 at "
+                   "b ~ -2.6123 vs a median of ~0.034, ratio ~1.7e5 as the resolution grows",
+                   "check passed" if ratio >= STEEP_RATIO else "check failed",
+                   finding=f"cliff model: a wall {ratio:.2g} x steeper than the median slope", figure="cliff_surface.png")
 
 
 def verdict_c2(jumps: pd.DataFrame) -> Verdict:
@@ -307,7 +308,9 @@ def verdict_c2(jumps: pd.DataFrame) -> Verdict:
     return Verdict("C2", _statement("C2"), "largest single GD step vs the median step before it, and the loss right "
                    "after it vs the best before it (no clipping, one run per start; deterministic)", numbers,
                    "Goodfellow et al. §8.2.4: a step 'can catapult the parameters very far, possibly losing most of "
-                   "the optimization work'; Fig. 10.17: without clipping GD is propelled off the plot", verdict)
+                   "the optimization work'; Fig. 10.17: without clipping GD is propelled off the plot", verdict,
+                   finding=f"cliff model, no clipping: {int(much.sum())}/{n} starts catapulted and undid >= "
+                           f"{UNDONE_MUCH:.0%} of their progress", figure="cliff_jumps.png")
 
 
 def verdict_c4(jumps: pd.DataFrame) -> Verdict:

@@ -21,7 +21,8 @@ rebuilds figures and report from the stored CSVs without training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,11 @@ class Verdict:
     statement: str  # the claim in one line
     measured: str  # what was measured, in one line
     numbers: str  # the numbers, with intervals and seed counts
-    anchor: str  # the published number or setup beside it (../shared/CLAIMS.md), or "–"
+    anchor: str  # the published number or setup beside it (docs/sources.md), or "–"
     verdict: str  # one of VERDICTS
+    finding: str = ""  # the result in one line, for the report's summary (default: what was measured)
+    figure: str = ""  # the figure that shows it best (a file name of the experiment's figures), if any
+    table: Optional[pd.DataFrame] = field(default=None, compare=False)  # a compact table for the claim's card
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:

@@ -259,7 +259,10 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
                 f"{seeds} seeds and post-clip norm (measured in training, and directly in float64 on back-prop "
                 f"gradients); "
                 f"and final metric of random-direction vs norm clipping")
-    return [Verdict("C4", STATEMENT, measured, numbers, ANCHOR, verdict)]
+    return [Verdict("C4", STATEMENT, measured, numbers, ANCHOR, verdict, figure="direction_cosine.png",
+                    finding=f"measured in training: norm clipping keeps cos = 1 and the step bound "
+                            f"({'on every setup' if logged_ok else 'NOT on every setup'}); value and per-tensor "
+                            f"clipping turn the gradient")]
 
 
 # ---------------------------------------------------------------- figures

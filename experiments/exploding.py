@@ -225,7 +225,8 @@ def verdict_c1(runs: pd.DataFrame | None) -> Verdict:
     return Verdict("C1", STATEMENTS["C1"], "sudden spikes of the pre-clip gradient norm (a tenfold rise within 5 "
                    "steps to >= 10 x the run's median) and its tail, per setup, no clipping, each setup's own lr",
                    "; ".join(parts),
-                   "Pascanu et al. 2013 Fig. 6, Goodfellow et al. §8.2.4 (mechanism, no rate given); CLAIMS.md: a "
+                   "Pascanu et al. 2013 Fig. 6, Goodfellow et al. §8.2.4 (mechanism, no rate given); docs/sources.md: "
+                   "a "
                    "1x128 char-LSTM with plain SGD has a median gradient norm of ~0.2-0.3 and diverges within a few "
                    "steps at lr 32 without clipping; a transformer log: the norm stayed < 1 (clipping never fired)",
                    verdict)

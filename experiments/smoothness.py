@@ -151,7 +151,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     return [Verdict("B1", STATEMENT, "Pearson / Spearman correlation of log10 local smoothness (Zhang et al.'s "
                     "estimator, every 5th step) with log10 pre-clip gradient norm, per setup and clip; 95 % point "
                     "bootstrap intervals (optimistic: points within a run are autocorrelated). The 'why clipping "
-                    "helps' part is not measured", "; ".join(parts), anchor, verdict)]
+                    "helps' part is not measured", "; ".join(parts), anchor, verdict, figure="smoothness_scatter.png")]
 
 
 def figures(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Figure]:

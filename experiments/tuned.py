@@ -470,7 +470,11 @@ def analyse(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                             "power_n10": power(iv, smallest) if row.measure != "tuning" else math.nan,
                             "seeds_needed": (math.ceil(iv.n * (half / needed) ** 2)
                                              if verdict == "undecided" and math.isfinite(half) and needed > 0 else -1)})
-    return _holm(pd.DataFrame(out))
+    return _holm(pd.DataFrame(out, columns=ROW_COLUMNS))
+
+
+ROW_COLUMNS = ["claim", "row", "setup", "block", "a", "b", "kind", "bracketed", "scale", "estimate", "low", "high", "n",
+               "method", "smallest", "verdict", "note", "p_contra", "power_n10", "seeds_needed"]
 
 
 def judge(row: Row, one: pd.DataFrame, two: pd.DataFrame, target: float) -> dict:
@@ -571,6 +575,30 @@ def fmt(value: float, scale: str) -> str:
     return f"{value:+.3g}" if "P(" not in scale else f"{value + 0.5:.2f}"
 
 
+SHORT = {"charlm_lstm": "char LSTM", "regression_mlp": "regression MLP", "digits_deep_mlp": "deep MLP",
+         "digits_mlp": "digits MLP", "digits_mlp_adam": "digits MLP, Adam"}
+MEASURED = {"final": "final test metric", "steps": "steps to the target", "diverged": "divergence rate",
+            "spread": "seed-to-seed spread", "stuck": "final test metric and no clip's late progress",
+            "tuning": "expected best validation score after 2 random lrs"}
+
+
+def words_by_setup(part: pd.DataFrame) -> str:
+    """'supported on the char LSTM; undecided on the regression MLP and the deep MLP'."""
+    grouped = part.groupby("verdict", sort=False).setup.apply(lambda s: ", ".join(SHORT[x] for x in s))
+    return "; ".join(f"{word} on {where}" for word, where in grouped.items())
+
+
+def card_table(part: pd.DataFrame, row: Row, trials: pd.Series) -> pd.DataFrame:
+    """The claim card's rows: per setup, the two arms, n, the effect with its interval, the verdict."""
+    return pd.DataFrame([{
+        "row": row.label, "setup": SHORT[r.setup], "a vs b": f"{ARM_NAMES[row.a]} vs {ARM_NAMES[row.b]}",
+        "n": int(r.n) if r.verdict != "not tested" else "–",
+        "effect [95 % interval]": (f"{fmt(r.estimate, r.scale)} [{fmt(r.low, r.scale)}, {fmt(r.high, r.scale)}] "
+                                   f"{r.scale}" if r.verdict != "not tested" else r.note),
+        "tuning trials a/b": "/".join(str(trials.get((r.setup, arm), 0)) for arm in (row.a, row.b)),
+        "verdict": r.verdict} for r in part.itertuples()])
+
+
 def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     final, out = final_rows(tables["rows"] if "rows" in tables else analyse(tables)), []
     trials = tables["choices"].set_index(["setup", "arm"]).trials
@@ -588,12 +616,16 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
                            + (f"; power at n=10 {r.power_n10:.0%}" if math.isfinite(r.power_n10) else "")
                            + (f"; ~{int(r.seeds_needed)} seeds would decide" if r.seeds_needed > 0 else ""))
         out.append(Verdict(row.claim, f"{row.label} (a = {ARM_NAMES[row.a]}, b = {ARM_NAMES[row.b]})",
-                           f"{row.measure}, {row.kind}", "; ".join(numbers) + ".",
-                           "docs/sources.md", across(part.verdict.tolist())))
+                           f"{MEASURED[row.measure]}, {ARM_NAMES[row.a]} vs {ARM_NAMES[row.b]}, each at its tuned lr "
+                           f"({'better than' if row.kind == 'superiority' else 'as good as'})",
+                           "; ".join(numbers) + ".", "docs/sources.md", across(part.verdict.tolist()),
+                           finding=f"{row.label}: {words_by_setup(part)}", figure=f"tuned_{row.claim}.png",
+                           table=card_table(part, row, trials)))
     if "caffe" in tables:
         numbers, passed = caffe.check(tables["caffe"])
         out.append(Verdict("C7", "our norm clip + SGD compute Caffe's clip_gradients (global L2, before decay)",
-                           "independent numpy Caffe solver vs ours on random gradients", numbers, caffe.ANCHOR, passed))
+                           "independent numpy Caffe solver vs ours on random gradients", numbers, caffe.ANCHOR, passed,
+                           finding=f"Caffe's clipping semantics: {passed}"))
     return out
 
 
@@ -608,59 +640,81 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = tables["rows"] if "rows" in tables else analyse(tables)
     shown = rows[(rows.verdict != "not tested") & rows.estimate.notna()].copy()
-    shown["label"] = shown.claim + " " + shown.row.str.slice(0, 42) + " | " + shown.setup
+    made = [Figure(f"tuned_{claim}.png", f"{claim}: every row's 95 % interval per setup, in units of its smallest "
+                   "effect (shaded: within it; right of 0: in the claim's favour); blue = deciding block (10 seeds), "
+                   "orange = verify block, black = both pooled, grey = tuning block (3 seeds; an infinite interval "
+                   "runs to the edge); squares: P(a better) - 1/2 in units of 1/2 (runs diverged).")
+            for claim in dict.fromkeys(shown.claim)]
+    for figure in made:
+        interval_figure(shown[shown.claim == figure.name[6:-4]], out_dir / figure.name)
+    interval_figure(shown, out_dir / "tuned_intervals.png")
+
+    import matplotlib.ticker as ticker
+
+    tuning, choices = tables["tuning"], tables["choices"]
+    setups = list(SETUPS)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    axes[-1, -1].set_visible(False)
+    for ax, setup in zip(axes.flat, setups):
+        part = tuning[tuning.setup == setup]
+        metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
+        bad = []
+        for c, style in zip(choices[choices.setup == setup].itertuples(), ("-", "--", "-.", ":") * 2):
+            line = part[part.config == c.config].groupby("k").agg(
+                value=("final", "median"), diverged=("diverged", "sum"), lr=("lr", "first")).reset_index()
+            ok = line[line.diverged == 0]
+            drawn = ax.plot(ok.lr, ok.value, marker="o", ms=4, lw=1.2, ls=style, label=ARM_NAMES[c.arm])[0]
+            bad += [(lr, drawn.get_color()) for lr in line[line.diverged > 0].lr]
+            pick = line[line.k == c.k]
+            ax.plot(pick.lr, pick.value, "o", ms=10, mfc="none", color=drawn.get_color())
+        edge = ax.get_ylim()[0 if higher else 1]
+        for lr, colour in bad:
+            ax.plot(lr, edge, "x", color=colour, ms=7, mew=2, clip_on=False)
+        ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(part.lr.unique()))  # the lrs run, labelled as numbers
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        if metric in LOG_SCALE:
+            ax.set_yscale("log")
+        ax.set(title=setup, xlabel="learning rate",
+               ylabel=f"median validation {metric}\n({'higher' if higher else 'lower'} is better)")
+        ax.title.set_size(10)
+    save_figure(fig, out_dir / "tuned_tuning.png")
+    return made + [
+        Figure("tuned_intervals.png", "All rows at once: " + made[0].caption.split(": ", 1)[1] if made else ""),
+        Figure("tuned_tuning.png",
+               f"Tuning: median final validation metric over {len(TUNING_SEEDS)} seeds per lr, for each arm's "
+               "chosen configuration; x = at least one seed diverged at that lr (drawn at the worse edge); ring = "
+               "the chosen lr. Arms that chose the same runs draw over each other (a tuned threshold of 1 is norm 1; "
+               "ZClip with its cap of 1 ends as norm 1).")]
+
+
+def interval_figure(shown: pd.DataFrame, path: Path) -> None:
+    """One line per row and setup: its intervals (tuning, decide, verify, pooled) in units of the smallest effect."""
+    import matplotlib.pyplot as plt
+
+    shown = shown.assign(label=shown.row.str.slice(0, 44) + " | " + shown.setup.map(SHORT))
     labels = list(dict.fromkeys(shown.label))
     colours = {"tuning": "#7f7f7f", "decide": "#0072b2", "verify": "#e69f00", "pooled": "#000000"}
     offsets = {"tuning": 0.0, "decide": -0.22, "verify": 0.0, "pooled": 0.22}
-    fig, ax = plt.subplots(figsize=(11, 0.34 * len(labels) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.36 * len(labels) + 1.5))
     for r in shown.itertuples():
         y = labels.index(r.label) + offsets[r.block]
-        unit = r.smallest if r.smallest > 0 else 0.5  # P scale: in units of the largest possible effect, 1/2
+        unit = r.smallest if r.smallest > 0 else 0.5
         low, high, mid = (np.clip(v / unit, -6, 6) for v in (r.low, r.high, r.estimate))
         ax.plot([low, high], [y, y], color=colours[r.block], lw=2)
         ax.plot(mid, y, "o" if r.smallest > 0 else "s", color=colours[r.block], ms=5)
     ax.axvspan(-1, 1, color="0.9", zorder=0)
     ax.axvline(0, color="0.3", lw=1)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.invert_yaxis()
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.set_xlim(-6.2, 6.2)
-    ax.set_xlabel("effect in favour of the claim, in units of the smallest effect worth caring about "
-                  "(squares: P(a better) - 1/2, in units of 1/2); clipped at ±6")
+    ax.set_xlabel("effect in the claim's favour, in smallest effects (drawn up to ±6)")
     handles = [plt.Line2D([], [], color=c, lw=2, label=b) for b, c in colours.items() if b in set(shown.block)]
-    ax.legend(handles=handles, loc="lower right", fontsize=8, title="seed block", title_fontsize=8)
-    save_figure(fig, out_dir / "tuned_intervals.png")
-
-    tuning, choices = tables["tuning"], tables["choices"]
-    setups = list(SETUPS)
-    fig, axes = plt.subplots(1, len(setups), figsize=(4.2 * len(setups), 3.8), squeeze=False)
-    for ax, setup in zip(axes[0], setups):
-        part = tuning[tuning.setup == setup]
-        metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
-        for c in choices[choices.setup == setup].itertuples():
-            line = part[part.config == c.config].groupby("k").agg(
-                value=("final", "median"), diverged=("diverged", "sum"), lr=("lr", "first")).reset_index()
-            ok = line[line.diverged == 0]
-            drawn = ax.plot(ok.lr, ok.value, marker="o", ms=4, lw=1.2, label=ARM_NAMES[c.arm])[0]
-            bad = line[line.diverged > 0]
-            ax.plot(bad.lr, [ax.get_ylim()[0 if higher else 1]] * len(bad), "x", color=drawn.get_color())
-            pick = line[line.k == c.k]
-            ax.plot(pick.lr, pick.value, "o", ms=10, mfc="none", color=drawn.get_color())
-        ax.set_xscale("log")
-        if metric in LOG_SCALE:
-            ax.set_yscale("log")
-        ax.set(title=setup, xlabel="learning rate",
-               ylabel=f"median validation {metric} ({'higher' if higher else 'lower'} is better)")
-        ax.title.set_size(10)
-    axes[0][0].legend(fontsize=7)
-    save_figure(fig, out_dir / "tuned_tuning.png")
-    return [Figure("tuned_intervals.png",
-                   "Every row's 95 % interval per setup, in units of its smallest effect (shaded: within it; right of "
-                   "0: in the claim's favour): blue = deciding block (10 seeds), orange = verify block, black = "
-                   "both pooled, grey = tuning block (3 seeds; an infinite interval is clipped at the edge)."),
-            Figure("tuned_tuning.png",
-                   f"Tuning: median final validation metric over {len(TUNING_SEEDS)} seeds per lr, for each arm's "
-                   "chosen configuration; x = at least one seed diverged at that lr (drawn at the worse edge); ring = "
-                   "the chosen lr.")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="seed block",
+              title_fontsize=8)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- running it

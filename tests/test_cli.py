@@ -1,10 +1,12 @@
 """The command line as a user types it: bad input is refused on one line, a sweep yields runs and a report."""
 
+import glob
 import json
 import os
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -108,6 +110,10 @@ def test_main_job_end_to_end(tmp_path):
     parser.feed((report / "report.html").read_text())
     text = " ".join(parser.text)
     assert "clip=none" in text and "clip=norm1" in text and parser.images == 4
+    assert md.splitlines()[2] == "## The answer" and "Warning: n = 1 per arm" in md  # one seed: said plainly
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("W&B runs are offline"))
+    runs = sorted(glob.glob(hint.split("wandb sync ")[1]))  # the printed pattern finds every job's offline run
+    assert len(runs) == 2 and all(Path(run).name.startswith("offline-run-") for run in runs)
     assert sorted(p.name for p in (report / "figures").iterdir()) == [
         "final.png", "grad_norm.png", "heldout.png", "loss.png"]
 

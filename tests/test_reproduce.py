@@ -98,28 +98,34 @@ def test_figures_rebuild_the_committed_report_exactly(tmp_path):
     committed = sorted(p.name for p in (RESULTS / "figures").glob("*.png"))
     assert sorted(p.name for p in (results / "figures").glob("*.png")) == committed and committed
     page = check_report_html(results / "report.html", results / "REPORT.md")
-    assert len(page.images) == len(committed)
-    # every heading with it, the evidence per claim ("C1: ... — partly") included
-    assert page.text_of("h3") == [line[4:] for line in (results / "REPORT.md").read_text().splitlines()
-                                  if line.startswith("### ")]
+    report = (results / "REPORT.md").read_text()
+    assert all(f"figures/{name}" in report for name in committed)  # every figure shown in a card, or linked
+    assert {img["alt"] for img in page.images} <= set(committed)
+    # every heading with it, each claim's card ("C1: ... — partly") included
+    assert page.text_of("h3") == [line[4:] for line in report.splitlines() if line.startswith("### ")]
+    assert len(page.text_of("details")) == len(CLAIMS)  # each card's how-it-was-decided, collapsed
 
 
 def test_claims_table_has_every_claim_with_a_verdict():
-    """Each claim's verdict is the one COMBINE_RULE gives from its rows' verdicts."""
+    """The summary's verdict of each claim is its card's, one of the verdict words, from COMBINE_RULE."""
     report = (RESULTS / "REPORT.md").read_text()
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in report.splitlines() if CLAIM_ROW.match(line)]
     assert [row[0] for row in rows] == list(CLAIMS)
-    for claim, _, verdict, by_experiment in rows:
-        each = [part.split(": ")[1] for part in by_experiment.split(" · ")]
-        assert set(each) <= set(VERDICTS), claim
-        assert verdict == combined_verdict([("x", Verdict(claim, "", "", "", "", word)) for word in each]), claim
+    cards = {}
+    for line in report.splitlines():  # a card's heading: "### C1: <statement> — <verdict>"
+        found = re.match(r"### ([CB]\d): .* — ([a-z -]+)$", line)
+        if found:
+            cards.setdefault(found.group(1), found.group(2))
+    for claim, _, verdict, finding in rows:
+        assert verdict in VERDICTS and verdict == cards[claim] and finding, claim
 
 
 @pytest.mark.parametrize("words,combined", [
     (["supported", "supported"], "supported"), (["supported", "undecided"], "partly"),
     (["contradicted", "undecided"], "contradicted"), (["supported", "contradicted"], "mixed"),
     (["undecided", "no detectable effect"], "undecided"), (["check passed", "undecided"], "undecided"),
-    (["check passed", "check passed"], "check passed"), (["not tested"], "not tested")])
+    (["check passed", "check passed"], "check passed"), (["not tested"], "not tested"),
+    (["setup-dependent"], "setup-dependent"), (["setup-dependent", "contradicted"], "mixed")])
 def test_combine_rule(words, combined):
     assert combined_verdict([("x", Verdict("C0", "", "", "", "", word)) for word in words]) == combined
 

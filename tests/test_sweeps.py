@@ -32,7 +32,7 @@ def test_rerun_skips_finished_jobs_and_refuses_another_config(tmp_path):
     written = {p: p.stat().st_mtime_ns for p in sweep.glob("[0-9]*/*.*")}
     again = run_cli("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "2 of 2 jobs finished before" in again.stdout and again.stdout.count("skipped") == 2
+    assert "2 of 2 jobs finished before" in again.stdout  # one line for the sweep, none per job
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("[0-9]*/*.*")} == written  # nothing rerun or rewritten
     other = run_cli("-m", "seed=0,1", *TINY, "steps=30", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ def test_job_files(make_cfg, tmp_path):
     assert RunSummary.read(job / "summary.json") == summary
     assert summary.status == "ok" and summary.steps_run == 30
     assert summary.data["seq_len"] == 20 and summary.versions["torch"] == torch.__version__
+    assert summary.versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
     assert (summary.task, summary.model, summary.clip, summary.clip_method, summary.optim) == (
         "adding", "rnn", "norm1", "norm", "sgd")
     assert summary.model_params == {"cell": "rnn", "embedding": 64, "hidden": 50, "layers": 1}

@@ -159,6 +159,8 @@ class SuiteCallback(Callback):
         """Build the report (if asked), then exit with status 1 when any job failed or did not finish."""
         if config.report:
             print(f"report: {self.build_report(folder, config).resolve()}")
+        if any(folder.glob("*/wandb/offline-run-*")):
+            print(f"W&B runs are offline; upload them with: wandb sync {folder}/*/wandb/offline-run-*")
         failed = failed_runs(folder)
         if failed:
             print(f"error: {len(failed)} job(s) failed or did not finish: {', '.join(f['run'] for f in failed)} "

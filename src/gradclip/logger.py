@@ -118,13 +118,24 @@ class WandB(Logger):
     entity: Optional[str] = any_value("null = the account's default; W&B checks the name itself, when it syncs")
 
 
+GRADIENT_KEYS = {"grad_norm", "grad_norm_clipped", "clip_scale", "clipped", "skipped", "update_norm", "cosine",
+                 "smoothness"}
+
+
+def section(key: str) -> str:
+    """W&B's panel sections: val/<metric> for held-out scores, grad/<...> for the gradient and clipping, train/ else."""
+    if key.startswith("val_"):
+        return f"val/{key[4:]}"
+    return f"grad/{key}" if key in GRADIENT_KEYS else f"train/{key}"
+
+
 class RunLogger:
     """One W&B run per job, or nothing with ``logger=none``. ``finish()`` must be called at the end of every job.
 
     Never raises (except KeyboardInterrupt and SystemExit); without a working W&B run, ``log``/``finish`` do nothing.
     """
 
-    def __init__(self, cfg: Logger, job_dir: str, group: str, name: str, config: dict):
+    def __init__(self, cfg: Logger, job_dir: str, group: str, name: str, config: dict, tags: tuple = ()):
         self.run = None
         if not isinstance(cfg, WandB):
             return
@@ -144,7 +155,7 @@ class RunLogger:
             else:
                 settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S)
         init = dict(project=cfg.project, entity=cfg.entity, group=group, name=name, dir=job_dir, config=config,
-                    reinit="create_new")  # runs of a population log side by side
+                    tags=list(tags), reinit="create_new")  # runs of a population log side by side
         self.run = _guarded("init", offline if mode == "online" else "continuing without W&B",
                             wandb.init, mode=mode, settings=settings, **init)
         if self.run is None and mode == "online":
@@ -153,7 +164,7 @@ class RunLogger:
 
     def log(self, row: dict, step: int) -> None:
         if self.run is not None:
-            row = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            row = {section(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
             _guarded("log", "continuing without it", self.run.log, row, step=step)
 
     def finish(self, summary: dict) -> None:

@@ -92,10 +92,28 @@ def _use_log(values: pd.Series) -> bool:
     return len(finite) > 0 and finite.max() / finite.min() > 8
 
 
-def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: str, path: Path, smooth: int):
-    """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged.
+BOUNDED = {"accuracy", "error_rate"}  # metrics in [0, 1]: never on a log axis
 
-    The value at the divergence step is drawn only as the x (clipped to the top edge), not folded into the median.
+
+def _palette(groups: list) -> dict:
+    """One clearly different colour per group (colorblind-safe first, then husl for more than 10)."""
+    colours = sns.color_palette("colorblind") if len(groups) <= 10 else sns.color_palette("husl", len(groups))
+    return dict(zip(groups, colours))
+
+
+def _worse_edge(ax, higher: bool) -> float:
+    """The y of the plot's worse edge: the bottom when higher is better, else the top."""
+    low, high = ax.get_ylim()
+    return low if higher else high
+
+
+def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: str, path: Path, smooth: int,
+                 higher: bool = False, target: float | None = None) -> bool:
+    """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged, on the
+    worse edge. Bounded metrics stay on a linear axis; a loss whose early spikes would squash the rest is zoomed
+    to its 99th percentile (returns True when it was). ``target`` is drawn as a dashed line.
+
+    The value at the divergence step is drawn only as the x, not folded into the median.
     """
     diverged_at = runs.loc[runs.diverged].set_index("run").diverged_step
     at_divergence = steps.step.eq(steps.run.map(diverged_at))
@@ -105,65 +123,87 @@ def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: s
         data = data.assign(**{column: data.groupby("run")[column].transform(
             lambda s: s.rolling(smooth, min_periods=1).mean())})
     tasks = sorted(data.task.unique())
+    groups = list(dict.fromkeys(runs.group))
+    zoomed = False
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         part = data[data.task == task]
         sns.lineplot(data=part, x="step", y=column, hue="group", style="group", estimator="median",
-                     errorbar=("pi", 100), ax=ax, linewidth=1.4)
-        if _use_log(part[column]):
+                     errorbar=("pi", 100), ax=ax, linewidth=1.4, hue_order=groups, style_order=groups,
+                     palette=_palette(groups))
+        values = part[column][np.isfinite(part[column])]
+        bounded = column.removeprefix("val_") in BOUNDED
+        if len(values) and not bounded and values.max() > 4 * values.quantile(0.99):
+            ax.set_ylim(max(0, values.min() - 0.05 * abs(values.min())), values.quantile(0.99) * 1.15)
+            zoomed = True
+        elif not bounded and _use_log(part[column]):
             _log_y(ax)
-        top = ax.get_ylim()[1]
+        if target is not None:
+            ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:g}")
         task_marks = marks[marks.task == task]
         if len(task_marks):
-            ax.scatter(task_marks.step, task_marks[column].clip(upper=top), marker="x", color="black", s=40,
-                       zorder=5, clip_on=False, label="diverged (off-scale values on the top edge)")
-            ax.set_ylim(top=top)
-            ax.legend()
+            edge = _worse_edge(ax, higher)
+            ax.scatter(task_marks.step, [edge] * len(task_marks), marker="x", color="black", s=40, zorder=5,
+                       clip_on=False, label=f"diverged (drawn on the {'bottom' if higher else 'top'} edge)")
+        ax.legend(fontsize=8)
         ax.set(xlabel="optimizer step", ylabel=ylabel, title=task if len(tasks) > 1 else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return zoomed
 
 
 MAX_PANELS = 12  # gradient-norm panels drawn; a larger sweep shows its first groups (the caption says so)
+DENSITY_BINS = 50  # the clipped-step density: share of steps clipped in this many bins of the run
 
 
 def grad_norm_figure(steps: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
-    """Pre-clip global gradient norm per step, one panel per group, one line per seed; threshold and clips marked."""
+    """Pre-clip global gradient norm per step, one panel per group, one line per seed (median over seeds in black);
+    threshold marked, and below it the share of steps clipped (all seeds) in bins of the run."""
     groups = list(dict.fromkeys(runs.group))[:MAX_PANELS]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(5.2 * cols, 4.4 * rows), squeeze=False, sharex=True,
+                             gridspec_kw={"height_ratios": [4, 1] * rows})
     data = steps.dropna(subset=["grad_norm"])
     data = data[np.isfinite(data.grad_norm) & (data.grad_norm > 0)]
     median = data.grad_norm.median()
-    for ax, group in zip(axes.flat, groups):
+    low, high = data.grad_norm.min(), data.grad_norm.max()
+    for n, group in enumerate(groups):
+        ax, share_ax = axes[2 * (n // cols), n % cols], axes[2 * (n // cols) + 1, n % cols]
         part = data[data.group == group]
         for i, (_, run) in enumerate(part.groupby("run", sort=False)):
-            ax.plot(run.step, run.grad_norm, lw=0.6, alpha=0.7, color=sns.color_palette("colorblind")[i % 10])
-            fired = run[run.clipped == 1]
-            ax.scatter(fired.step, fired.grad_norm, s=6, marker="o", color="black", linewidths=0, zorder=4,
-                       label="clipped step" if i == 0 else None)
+            ax.plot(run.step, run.grad_norm, lw=0.5, alpha=0.5, color=sns.color_palette("colorblind")[i % 10])
         ends = part[part.run.isin(runs[runs.diverged].run)].groupby("run").tail(1)
         if len(ends):
             ax.scatter(ends.step, ends.grad_norm, marker="x", s=50, color="black", zorder=5, label="diverged")
-        thresholds = runs[runs.group == group].clip_threshold.dropna().unique()
-        for t in thresholds:
-            ax.axhline(t, color="black", ls="--", lw=1, label=f"threshold {t:g}")
+        for t in runs[runs.group == group].clip_threshold.dropna().unique():
+            if np.isfinite(t):
+                ax.axhline(t, color="black", ls="--", lw=1, label=f"threshold {t:g}")
         ax.axhline(median, color="gray", ls=":", lw=1, label=f"median, all runs {median:.2g}")
         _log_y(ax)
-        ax.set(xlabel="optimizer step", ylabel="pre-clip gradient norm (L2)", title=group)
+        ax.set_ylim(low / 1.5, high * 1.5)
+        ax.set(ylabel="pre-clip gradient norm", title=group)
+        ax.tick_params(labelbottom=True, labelleft=True)
         ax.legend(fontsize=7, loc="upper right")
-    for ax in axes.flat[len(groups):]:
-        ax.set_visible(False)
+        bins = (part.step * DENSITY_BINS // max(1, int(part.step.max()))).clip(upper=DENSITY_BINS - 1)
+        share = part.groupby(bins).clipped.mean()
+        width = max(1, int(part.step.max())) / DENSITY_BINS
+        share_ax.bar(share.index * width, share.values, width=width, align="edge", color="0.35")
+        share_ax.set(ylim=(0, 1), xlabel="optimizer step", ylabel="clipped")
+        share_ax.tick_params(labelbottom=True, labelleft=True)
+    for k in range(len(groups), rows * cols):
+        axes[2 * (k // cols), k % cols].set_visible(False)
+        axes[2 * (k // cols) + 1, k % cols].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def final_figure(runs: pd.DataFrame, path: Path) -> None:
-    """Final held-out metric of every run, one point per seed; diverged runs are x's on the top edge."""
+    """Final held-out metric of every run, one point per seed; diverged runs are x's on the worse edge."""
     groups = list(dict.fromkeys(runs.group))
+    higher = bool(runs.higher_is_better.iloc[0])
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(groups) + 2), 4.2))
     values = pd.to_numeric(runs.final_metric, errors="coerce").astype(float)
     basis = values[~runs.diverged & np.isfinite(values)]
@@ -171,21 +211,26 @@ def final_figure(runs: pd.DataFrame, path: Path) -> None:
     low, high = (basis.min(), basis.max()) if len(basis) else (0.0, 1.0)
     pad = 0.1 * (high - low) or 0.05 * abs(high) or 1.0
     ax.set_ylim(low - pad, high + pad)
-    palette = sns.color_palette("colorblind")
-    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(runs))
-    for k, (i, run) in enumerate(zip(runs.group.map(groups.index), runs.itertuples())):
-        if run.diverged:
-            ax.scatter(i + jitter[k], high + pad, marker="x", s=50, color="black", clip_on=False, zorder=3)
-        else:
-            ax.scatter(i + jitter[k], values.iloc[k], marker="o", s=36, color=palette[i % 10], edgecolor="black",
-                       zorder=3)
+    colours = _palette(groups)
+    offsets = np.linspace(-0.2, 0.2, max(2, runs.groupby("group").size().max()))
+    for group in groups:
+        part = runs[runs.group == group].reset_index(drop=True)
+        i = groups.index(group)
+        for k, run in part.iterrows():
+            x = i + offsets[k % len(offsets)]
+            if run.diverged:
+                ax.scatter(x, low - pad if higher else high + pad, marker="x", s=50, color="black", clip_on=False,
+                           zorder=3)
+            else:
+                ax.scatter(x, values[runs.index[runs.run == run.run][0]], marker="o", s=36, color=colours[group],
+                           edgecolor="black", zorder=3)
     ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
     ax.set_xlim(-0.5, len(groups) - 0.5)
     metric = runs.metric.iloc[0] if runs.metric.nunique() == 1 else "metric"
-    better = "higher" if runs.higher_is_better.iloc[0] else "lower"
-    ax.set(xlabel="", ylabel=f"final held-out {metric} ({better} is better)")
+    ax.set(xlabel="", ylabel=f"final held-out {metric} ({'higher' if higher else 'lower'} is better)")
+    edge = "bottom" if higher else "top"
     handles = [plt.Line2D([], [], ls="", marker="o", color="gray", label="finished"),
-               plt.Line2D([], [], ls="", marker="x", color="black", label="diverged (on the top edge)")]
+               plt.Line2D([], [], ls="", marker="x", color="black", label=f"diverged (on the {edge} edge)")]
     ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -197,26 +242,45 @@ def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list
     figures.mkdir(parents=True, exist_ok=True)
     seeds = _seed_text(runs)
     metric = runs.metric.iloc[0] if runs.metric.nunique() == 1 else "task metric"
+    higher = bool(runs.higher_is_better.iloc[0])
+    target = _target(runs, metric)
+    edge = "bottom" if higher else "top"
     smooth = max(1, int(runs.steps_run.max()) // 100)
     band = f"line: median over {seeds}; band: min to max over the seeds still running at that step"
-    _line_figure(steps, runs, "loss", "training loss (nats, per batch)", figures / "loss.png", smooth)
+    zoomed = _line_figure(steps, runs, "loss", "training loss (nats, per batch)", figures / "loss.png", smooth)
     _line_figure(steps, runs, f"val_{metric}" if metric != "task metric" else "val_loss",
-                 f"held-out {metric}", figures / "heldout.png", 1)
+                 f"held-out {metric} ({'higher' if higher else 'lower'} is better)", figures / "heldout.png", 1,
+                 higher, target)
     grad_norm_figure(steps, runs, figures / "grad_norm.png")
     final_figure(runs, figures / "final.png")
+    more = runs.group.nunique() > MAX_PANELS
     return [
         Figure("loss.png", f"Training loss per step{f' (running mean over {smooth} steps)' if smooth > 1 else ''}, "
-                           f"by group; {band}; "
-                           "x: a run diverged there (its line ends)."),
-        Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged "
-                              "(its value there is not part of the median)."),
+                           f"by group; {band}; x: a run diverged there (its line ends)"
+                           + ("; the y axis stops at 1.15 x the 99th percentile: early spikes go off the top." if zoomed
+                              else ".")),
+        Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged, on the "
+                              f"{edge} (worse) edge (its value there is not part of the median)"
+                              + (f"; dashed: the target {target:g}." if target is not None else ".")),
         Figure("grad_norm.png", "Global L2 norm of the raw gradient at every step (log scale), one panel per group"
-                                f"{'' if runs.group.nunique() <= MAX_PANELS else f' (the first {MAX_PANELS} of {runs.group.nunique()})'}, "
+                                f"{f' (the first {MAX_PANELS} of {runs.group.nunique()})' if more else ''}, "
                                 "one line per seed; dashed: the clipping threshold; dotted: the median over all runs; "
-                                "dots: steps where clipping fired; x: the last step of a run that diverged."),
+                                f"x: the last step of a run that diverged. Below each panel: the share of steps "
+                                f"clipped (all seeds) in {DENSITY_BINS} bins of the run."),
         Figure("final.png", f"Final held-out {metric} of every run ({seeds}), one point per seed; x: a run that "
-                            "diverged, drawn on the top edge (its metric at divergence is in the run table)."),
+                            f"diverged, drawn on the {edge} (worse) edge (its metric at divergence is in the run "
+                            "table)."),
     ]
+
+
+def _target(runs: pd.DataFrame, metric: str) -> float | None:
+    """The target on the headline metric's scale (an error-rate target of 0.05 is accuracy 0.95), if it has one."""
+    first = runs.iloc[0]
+    if first.target is None or not math.isfinite(float(first.target)):
+        return None
+    if first.target_metric == metric:
+        return float(first.target)
+    return 1 - float(first.target) if (first.target_metric, metric) == ("error_rate", "accuracy") else None
 
 
 # ---------------------------------------------------------------- tables
@@ -332,6 +396,58 @@ def describe(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+DEFAULT_JOB = {"task": "charlm", "model": "lstm", "lr": 16.0}  # the main job's lr, picked so no clipping fails
+
+
+def answer(runs: pd.DataFrame) -> list[str]:
+    """The report's first lines when the sweep compares two arms on shared seeds: the paired difference of the final
+    held-out metric (t-interval: a bootstrap is degenerate at n <= 5) and of the divergence rate (Newcombe), with n,
+    in sentences one can quote, and a warning when n is too small to say much."""
+    from scipy import stats as scipy_stats
+
+    from gradclip.stats import rate_difference
+
+    groups = list(dict.fromkeys(runs.group))
+    if len(groups) != 2:
+        return []
+    clipped = [g for g in groups if (runs[runs.group == g].clip_method != "none").any()]
+    first = clipped[0] if len(clipped) == 1 else groups[0]
+    a, b = (runs[runs.group == g].set_index("seed") for g in (first, next(g for g in groups if g != first)))
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        return []
+    a, b, n = a.loc[seeds], b.loc[seeds], len(seeds)
+    metric, higher = a.metric.iloc[0], bool(a.higher_is_better.iloc[0])
+    both = ~a.diverged.to_numpy() & ~b.diverged.to_numpy()
+    d = (a.final_metric.to_numpy(float) - b.final_metric.to_numpy(float))[both]
+    name_a, name_b = (str(x.group.iloc[0]) for x in (a, b))
+    lines = [f"**{name_a}** vs **{name_b}**, {n} seed{'s' if n > 1 else ''} each, paired by seed (same initialisation "
+             f"and batch order)."]
+    if len(d) >= 2:
+        half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        better = (d.mean() > 0) == higher
+        lines.append(f"Final held-out {metric} ({'higher' if higher else 'lower'} is better) on the {len(d)} seeds "
+                     f"where neither diverged: {a.final_metric[both].mean():.4g} with {name_a} vs "
+                     f"{b.final_metric[both].mean():.4g} with {name_b}: {name_a} {'better' if better else 'worse'} by "
+                     f"{abs(d.mean()):.3g} {metric} (95 % t-interval of the paired difference {name_a} − {name_b}: "
+                     f"{d.mean() - half:+.3g} to {d.mean() + half:+.3g}"
+                     f"{', which includes 0' if abs(d.mean()) <= half else ''}).")
+    else:
+        lines.append(f"Final held-out {metric}: fewer than 2 seeds where neither arm diverged, so no interval.")
+    ka, kb = int(a.diverged.sum()), int(b.diverged.sum())
+    iv = rate_difference(ka, n, kb, n)
+    lines.append(f"Diverged: {ka}/{n} runs with {name_a}, {kb}/{n} with {name_b} (difference {100 * iv.estimate:+.0f} "
+                 f"points, Newcombe 95 % interval {100 * iv.low:+.0f} to {100 * iv.high:+.0f}).")
+    if n < 5:
+        lines.append(f"Warning: n = {n} per arm is too few to say how big the difference is or whether it is there; "
+                     f"add seeds (seed=0,1,2,...) before quoting it.")
+    first_run = runs.iloc[0]
+    if all(first_run.get(k) == v for k, v in DEFAULT_JOB.items()):
+        lines.append("lr 16 was chosen so that no clipping fails here (README: calibration); with each arm's lr "
+                     "tuned and 10 fresh seeds, see results/REPORT.md (make reproduce) for what holds.")
+    return lines
+
+
 def build_report(folder: str | Path) -> Path:
     """Write <folder>/report/{report.md, report.html, figures/*.png} from the job files below ``folder``.
 
@@ -364,6 +480,10 @@ def build_report(folder: str | Path) -> Path:
             md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
         md += ["## Every run", "", markdown_table(per_run), ""]
         body[1:1] = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>"]
+        lines = answer(runs)  # first: what the sweep says about its question, before how it was run
+        if lines:
+            md[2:2] = ["## The answer", "", *[part for line in lines for part in (md_text(line), "")]]
+            body[1:1] = ["<h2>The answer</h2>", *[f"<p>{html.escape(line.replace('**', ''))}</p>" for line in lines]]
         body += ["<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", html_table(groups), "<h2>Figures</h2>"]
         for fig in figures:
             encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")

@@ -46,9 +46,15 @@ class Job:
     auto_threads: int = 0
 
 
+NAME_SKIPS = ("logger", "threads", "report", "hydra", "+experiment", "task.split", "eval_every")  # not the arm
+
+
 def job_labels(folder: Path, override_dirname: str) -> tuple[str, str]:
-    """A job's W&B group, one per sweep (multirun/<date>/<time> -> <date>_<time>), and its run name."""
-    return "_".join(Path(folder).parts[-2:]), override_dirname or "defaults"
+    """A job's W&B group, one per sweep (multirun/<date>/<time> -> <date>_<time>), and its run name: its overrides
+    without those that do not tell runs apart (logger, threads, report...), at most 60 characters."""
+    kept = [o for o in override_dirname.split(",") if o and not o.split("=")[0].startswith(NAME_SKIPS)]
+    name = ",".join(kept) or "defaults"
+    return "_".join(Path(folder).parts[-2:]), name if len(name) <= 60 else name[:59] + "…"
 
 
 def stamp() -> dict:

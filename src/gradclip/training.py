@@ -60,8 +60,11 @@ def build_optimizer(node, params) -> torch.optim.Optimizer:
 
 @functools.cache
 def versions() -> dict[str, str]:
+    """Library versions and the CPU's vector capability torch uses (AVX2, AVX512...): the same config and seed give
+    the same bytes only where all of these match."""
     names = ["gradclip", "torch", "hydra-core", "wandb", "numpy", "pandas", "scikit-learn"]
-    return {"python": platform.python_version(), **{n: version(n) for n in names}}
+    return {"python": platform.python_version(), **{n: version(n) for n in names},
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def failure(job: Job, exc: Exception) -> dict:
@@ -99,14 +102,15 @@ def run_jobs(jobs: list[Job]) -> list[RunSummary | dict]:
     tasks: dict = {}  # built once per task config and device
     for i, job in enumerate(jobs):
         finished = read_summary(job.job_dir)
-        if finished is not None:
-            tqdm.write(f"{job.name}: finished before ({finished['status']}), skipped")
+        if finished is not None:  # the sweep's start said how many were; nothing to print per job
             results[i] = RunSummary.from_dict(finished)
+            count_steps(job.cfg.steps)
             continue
         try:
             runs.append(Run(i, job, tasks))
         except Exception as exc:
             results[i] = failure(job, exc)
+            count_steps(job.cfg.steps)
     for run in runs:
         run.population = len(runs)
     train(runs)
@@ -119,13 +123,25 @@ def run_jobs(jobs: list[Job]) -> list[RunSummary | dict]:
     return [results[i] for i in range(len(jobs))]
 
 
+shared_steps = None  # in a population launcher's worker: the sweep's count of steps done, shown by one bar
+
+
+def count_steps(n: int) -> None:
+    if shared_steps is not None:
+        with shared_steps.get_lock():
+            shared_steps.value += n
+
+
 def train(runs: list[Run]) -> None:
     """Step every run until it has run its steps, diverged or failed. One step of the population is the block below."""
     exact: dict[tuple, bool] = {}  # whether batching is bit-identical, per set of runs stepping together
     bar = tqdm(total=max((r.loop.steps for r in runs), default=0), initial=min((r.step for r in runs), default=0),
                desc=runs[0].job.name if len(runs) == 1 else f"population of {len(runs)}", leave=False,
-               disable=bool(os.environ.get("CI")) or None, mininterval=0.5)  # None: a bar only on a terminal
+               disable=bool(os.environ.get("CI")) or shared_steps is not None or None,  # None: only on a terminal
+               mininterval=0.5)
+    count_steps(sum(r.step for r in runs))  # resumed runs start where they stopped
     while active := [r for r in runs if r.active]:
+        count_steps(len(active))
         for r in active:  # the batch, drawn with the run's own generator: the same data order for every clip setting
             r.t0, r.step, r.step_ms = time.perf_counter(), r.step + 1, math.nan
             r.optimizer.zero_grad(set_to_none=True)
@@ -165,6 +181,7 @@ def train(runs: list[Run]) -> None:
         if len(active) == 1 and (row := active[0].row)["step"] % 20 == 0:
             bar.set_postfix(loss=f"{row['loss']:.3g}", grad_norm=f"{row.get('grad_norm', math.nan):.3g}")
     bar.close()
+    count_steps(sum(max(0, r.loop.steps - r.step) for r in runs))  # the steps a diverged or failed run skips
 
 
 def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
@@ -228,8 +245,9 @@ class Run:
         self.trace = getattr(self.model, "trace", None)
         self.checkpoint = job.job_dir / CHECKPOINT
         self.population, self.batched_steps = 1, 0  # run_jobs sets the population's size
+        tags = (self.task.name, self.parts.model.name, self.clipper.name, optimizer_name(cfg.optim), cfg.setup_name)
         self.logger = RunLogger(self.parts.logger, str(job.job_dir), group=job.group, name=job.name,
-                                config=self.resolved)
+                                config=self.resolved, tags=tags)
         if cfg.checkpoint_every and self.checkpoint.is_file():
             self.load_checkpoint()
         else:

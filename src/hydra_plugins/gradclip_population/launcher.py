@@ -19,12 +19,13 @@ import multiprocessing
 import os
 import signal
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm import tqdm
 
 from gradclip.files import write_atomic
 from gradclip.sweep import Job, compose_job, job_labels
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # optimizers import torch._dynamo on first use). scikit-learn (0.8 s, the digits and regression tasks only) is left
 # to the workers that need it, which import it side by side.
 PRELOAD = ["torch", "torch._dynamo", "gradclip.training"]
+LIST_JOBS = 20  # a sweep of at most this many jobs lists them at its start; a larger one says how many
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -89,6 +91,14 @@ def on_interrupt(signum, frame) -> None:
     first, interrupted = not interrupted, True
     if first and training:
         raise KeyboardInterrupt
+
+
+def init_worker(steps) -> None:
+    """A worker's start: Ctrl-C handled by ``on_interrupt``, and its steps counted in the sweep's shared ``steps``."""
+    import gradclip.training
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    gradclip.training.shared_steps = steps
 
 
 def train_population(jobs: list[Job]) -> list:
@@ -150,13 +160,21 @@ class PopulationLauncher(Launcher):
         log.info(f"Population launcher: {len(jobs)} jobs in {len(populations)} populations "
                  f"({', '.join(str(len(p)) for p in populations)} runs), {workers} workers x {threads} threads, "
                  f"sweep output dir: {sweep_dir}")
-        for idx, overrides in enumerate(job_overrides):
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        if len(jobs) <= LIST_JOBS:
+            for idx, overrides in enumerate(job_overrides):
+                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         start_worker_server()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
-                                 initializer=signal.signal, initargs=(signal.SIGINT, on_interrupt)) as pool:
+        context = multiprocessing.get_context(START_METHOD)
+        steps = context.Value("q", 0)  # every worker adds its steps: one progress bar for the whole sweep
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(steps,)) as pool:
             try:
-                results = list(pool.map(train_population, [[jobs[i] for i in members] for members in populations]))
+                futures = [pool.submit(train_population, [jobs[i] for i in members]) for members in populations]
+                with tqdm(total=sum(int(job.cfg.steps) for job in jobs), unit="step", desc=f"{len(jobs)} runs",
+                          disable=bool(os.environ.get("CI")) or None, mininterval=0.5, smoothing=0.05) as bar:
+                    while wait(futures, timeout=0.5).not_done:
+                        bar.update(steps.value - bar.n)
+                    bar.update(steps.value - bar.n)
+                results = [future.result() for future in futures]
             except KeyboardInterrupt:  # the workers stop too, and exit as usual; a rerun resumes from the checkpoints
                 pool.shutdown(wait=False, cancel_futures=True)
                 for worker in multiprocessing.active_children():  # in case only this process got the Ctrl-C
