@@ -61,6 +61,7 @@ SURFACE_GRID = 80  # stored for the figure (E only, 3 significant digits: a smal
 ZOOM_W, ZOOM_B, ZOOM_GRID = (4.2, 5.4), (-2.9, -1.9), 60  # a closer look around the setup's start, for the figure
 STEEP_RATIO = 100.0  # C1: max / median gradient norm on the grid
 JUMP_RATIO = 100.0  # C2: largest step >= this x the median step before it = a catapult
+END_SHARE = 0.1  # "where a run ended": E over its last 10 % of steps (median, and the range), not at one step
 UNDONE_MUCH = 0.5  # C2: the loss right after the catapult gives back >= this share of the progress made before it
 CATAPULT_SHARE = 1 / 3  # C2 supported: catapults that undo much on at least this share of the starts
 STEP_TOL = 1e-6  # C4: ||delta theta|| <= lr x threshold x (1 + STEP_TOL)
@@ -202,7 +203,7 @@ def trajectory_table(runs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
 JUMP_COLUMNS = ["run", "start", "w0", "b0", "clip", "lr", "threshold", "steps", "jump_step", "jump_norm",
                 "typical_step", "jump_ratio", "w_before", "b_before", "w_after", "b_after", "grad_norm_before",
                 "loss_start", "loss_best_before", "loss_before", "loss_after", "progress_undone", "loss_final",
-                "loss_min",
+                "loss_min", "loss_end_median", "loss_end_min", "loss_end_max",
                 "max_step_norm", "step_bound", "max_grad_norm", "clipped_steps", "min_cosine", "min_cosine_clipped",
                 "min_cosine_logged_clipped", "max_loss_check_error"]
 
@@ -221,6 +222,7 @@ def jump_table(trajectory: pd.DataFrame) -> pd.DataFrame:
         progress = e0 - best
         undone = (e_after - best) / progress if progress > 0 else np.nan
         clipped = t[t.clipped == 1]
+        end = t.loss.tail(max(1, round(END_SHARE * len(t))))  # the last steps: a run may oscillate to its end
         rows.append({
             "run": run, "start": start, "w0": t.w0.iloc[0], "b0": t.b0.iloc[0], "clip": clip, "lr": t.lr.iloc[0],
             "threshold": t.threshold.iloc[0], "steps": int(t.step.max()), "jump_step": int(t.step.iloc[s]),
@@ -230,6 +232,7 @@ def jump_table(trajectory: pd.DataFrame) -> pd.DataFrame:
             "grad_norm_before": t.grad_norm.iloc[s - 1], "loss_start": e0, "loss_best_before": best,
             "loss_before": e_before, "loss_after": e_after, "progress_undone": undone,
             "loss_final": t.loss.iloc[-1], "loss_min": t.loss.min(), "max_step_norm": t.step_norm.max(),
+            **{f"loss_end_{k}": getattr(end, k)() for k in ("median", "min", "max")},
             "step_bound": t.lr.iloc[0] * t.threshold.iloc[0], "max_grad_norm": t.grad_norm.max(),
             "clipped_steps": int((t.clipped == 1).sum()),
             "min_cosine": float(t.cosine.min()) if t.cosine.notna().any() else np.nan,
@@ -279,7 +282,8 @@ def verdict_c1(steepness: pd.DataFrame) -> Verdict:
                    "Pascanu et al. Fig. 6 'high curvature walls'; docs/sources.md: at w = 5 max |dE/db| -> 5.75e3 at "
                    "b ~ -2.6123 vs a median of ~0.034, ratio ~1.7e5 as the resolution grows",
                    "check passed" if ratio >= STEEP_RATIO else "check failed",
-                   finding=f"cliff model: a wall {ratio:.2g} x steeper than the median slope", figure="cliff_surface.png")
+                   finding=f"cliff model: a wall {ratio:.2g} x steeper than the median slope",
+                   figure="cliff_surface.png")
 
 
 def verdict_c2(jumps: pd.DataFrame) -> Verdict:
@@ -455,18 +459,24 @@ def _jumps_figure(jumps: pd.DataFrame, path: Path) -> Figure:
     ax.set(xlabel="start (w0, b0)", ylabel="largest single step ||delta(w, b)|| (log)",
            title="largest step per run")
     ax.tick_params(axis="x", rotation=45)
-    sns.pointplot(data=data.assign(loss_final=data.loss_final.clip(lower=1e-12)), x="start", y="loss_final",
-                  hue="clip", markers=markers, linestyles="none", order=order, ax=ax2, palette="colorblind")
+    colours = dict(zip(dict.fromkeys(data["clip"]), sns.color_palette("colorblind")))
+    for k, (clip, part) in enumerate(data.groupby("clip", sort=False)):
+        x = np.array([order.index(s) for s in part.start]) + (k - 0.5) * 0.2
+        mid, low, high = (part[f"loss_end_{k}"].clip(lower=1e-12) for k in ("median", "min", "max"))
+        ax2.errorbar(x, mid, yerr=[mid - low, high - mid], fmt=markers[k % len(markers)], color=colours[clip], ms=7,
+                     capsize=3, ls="none", label=clip)
+    ax2.set_xticks(range(len(order)), order)
     starts = data.drop_duplicates("start").set_index("start").loss_start.reindex(order)
     ax2.scatter(range(len(order)), starts.clip(lower=1e-12), marker="*", color="red", s=70, zorder=5,
                 label="E at the start")
     ax2.set_yscale("log")
-    ax2.set(xlabel="start (w0, b0)", ylabel="E after the last step (log)", title="final loss per run")
+    ax2.set(xlabel="start (w0, b0)", ylabel="E over the last 10 % of steps (log)", title="where each run ended")
     ax2.tick_params(axis="x", rotation=45)
     ax2.legend(fontsize=8)
     save_figure(fig, path)
     return Figure(path.name, f"Per start (x axis, {len(order)} starts), one deterministic GD run each without "
                   "clipping (blue circles) and with norm-1 clipping (orange triangles): left, the largest single "
                   "parameter step, with the no-clip run's median step before it (grey x) and the clipped bound "
-                  "lr x threshold (dotted); right, E after the last step, with E at the start (red star). "
+                  "lr x threshold (dotted); right, E over each run's last 10 % of steps (marker: median; bar: min to "
+                  "max, as a run may oscillate to its end), with E at the start (red star). "
                   "No seeds, so no bands.")

@@ -134,7 +134,7 @@ def tables(runs: pd.DataFrame, steps: pd.DataFrame) -> dict[str, pd.DataFrame]:
                                   "ratio_to_median": ratio})
         # the trace: per bin, the median and max gradient norm and the mean loss
         if len(train):
-            width = max(1, int(np.ceil(steps_planned / TRACE_BINS)))
+            width = max(1, int(np.ceil(int(train.step.max()) / TRACE_BINS)))  # a run that diverged early: per step
             binned = train.assign(bin=((train.step - 1) // width) * width + 1,
                                   g=g.where(np.isfinite(g)), spike=spike.astype(int))
             agg = binned.groupby("bin").agg(grad_norm_median=("g", "median"), grad_norm_max=("g", "max"),
@@ -229,7 +229,10 @@ def verdict_c1(runs: pd.DataFrame | None) -> Verdict:
                    "a "
                    "1x128 char-LSTM with plain SGD has a median gradient norm of ~0.2-0.3 and diverges within a few "
                    "steps at lr 32 without clipping; a transformer log: the norm stayed < 1 (clipping never fired)",
-                   verdict)
+                   verdict, figure="exploding_traces.png",
+                   finding="real networks without clipping: sudden gradient spikes on most seeds of "
+                           + ", ".join(s for s, shown in zip(runs.setup.unique(), shows) if shown) + "; not on "
+                           + (", ".join(s for s, shown in zip(runs.setup.unique(), shows) if not shown) or "none"))
 
 
 def verdict_c2(episodes: pd.DataFrame | None, runs: pd.DataFrame | None) -> Verdict:
@@ -261,7 +264,10 @@ def verdict_c2(episodes: pd.DataFrame | None, runs: pd.DataFrame | None) -> Verd
     return Verdict("C2", STATEMENTS["C2"], "held-out metric at the first evaluation after a spike episode vs the "
                    "best before it, as a share of the progress made so far (no clipping, per setup over seeds)",
                    "; ".join(parts), "Goodfellow et al. §8.2.4: 'possibly losing most of the optimization work' "
-                   "(no rate given); README calibration: charlm at lr 16 no-clip diverged 2/5 within 6 steps", verdict)
+                   "(no rate given); README calibration: charlm at lr 16 no-clip diverged 2/5 within 6 steps", verdict,
+                   finding=f"real networks without clipping: a spike that undid >= {UNDONE_MUCH:.0%} of the progress "
+                           f"on {much.seed.nunique()} of {len(runs)} runs; divergences {int(runs.diverged.sum())}/"
+                           f"{len(runs)}")
 
 
 def _counted(episodes: pd.DataFrame) -> pd.Series:
@@ -306,7 +312,7 @@ def _traces_figure(traces: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Figu
         for i, (_, run) in enumerate(r.sort_values("seed").iterrows()):
             ax.axhline(run.grad_norm_median, color=palette[i % 10], lw=0.6, alpha=0.5, ls=":")
             if run.diverged and pd.notna(run.diverged_step):
-                last = part[part.seed == run.seed].sort_values("step").tail(1)
+                last = part[(part.seed == run.seed) & part.grad_norm_max.notna()].sort_values("step").tail(1)
                 if len(last):
                     ax.scatter(last.step, last.grad_norm_max, marker="x", color="black", s=50, zorder=5)
         ax.set_yscale("log")
@@ -318,7 +324,8 @@ def _traces_figure(traces: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Figu
     seeds = runs.groupby("setup").seed.nunique().max()
     return Figure(path.name, f"Pre-clip global gradient norm per step without clipping, one panel per setup, one line "
                   f"per seed ({seeds} seeds; the maximum within bins of up to {TRACE_BINS} per run, so spikes are "
-                  "kept); dotted horizontal lines: each run's median; x: the run diverged there.")
+                  "kept; a run that diverged early, per step); dotted horizontal lines: each run's median; x: the last "
+                  "finite norm of a run that diverged.")
 
 
 def _tails_figure(tails: pd.DataFrame, runs: pd.DataFrame | None, path: Path) -> Figure:

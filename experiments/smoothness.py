@@ -138,6 +138,7 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     tested = corr[_flag(corr.tested)]
     holds = tested.groupby("setup", sort=False).holds.apply(lambda h: bool(_flag(h).all()))
     verdict = "supported" if holds.all() else "partly" if holds.any() else "not supported"
+    held, failed = [s for s, h in holds.items() if h], [s for s, h in holds.items() if not h]
     parts = []
     for _, c in tested.iterrows():
         parts.append(f"{c.setup}/{c['clip']}: r {c.pearson:.2f} [{c.pearson_lo:.2f}, {c.pearson_hi:.2f}], rho "
@@ -151,7 +152,9 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
     return [Verdict("B1", STATEMENT, "Pearson / Spearman correlation of log10 local smoothness (Zhang et al.'s "
                     "estimator, every 5th step) with log10 pre-clip gradient norm, per setup and clip; 95 % point "
                     "bootstrap intervals (optimistic: points within a run are autocorrelated). The 'why clipping "
-                    "helps' part is not measured", "; ".join(parts), anchor, verdict, figure="smoothness_scatter.png")]
+                    "helps' part is not measured", "; ".join(parts), anchor, verdict, figure="smoothness_scatter.png",
+                    finding="log smoothness follows log gradient norm (r >= 0.5) on "
+                            + (", ".join(held) or "no setup") + "; not on " + (", ".join(failed) or "any other"))]
 
 
 def figures(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Figure]:

@@ -26,7 +26,7 @@ def test_the_answer_names_the_clipped_arm_first_with_a_paired_t_interval():
     assert lines[0].startswith("**clip=norm1** vs **clip=none**, 4 seeds each, paired by seed")
     d = [2.2 - 2.6, 2.2 - 2.5, 2.3 - 2.7]
     half = scipy_stats.t.ppf(0.975, 2) * pd.Series(d).std() / math.sqrt(3)
-    assert f"on the 3 seeds where neither diverged" in lines[1] and "clip=norm1 better by 0.367" in lines[1]
+    assert "on the 3 seeds where neither diverged" in lines[1] and "clip=norm1 better by 0.367" in lines[1]
     assert f"{sum(d) / 3 - half:+.3g} to {sum(d) / 3 + half:+.3g}" in lines[1]
     assert lines[2].startswith("Diverged: 0/4 runs with clip=norm1, 1/4 with clip=none (difference -25 points")
     assert any(line.startswith("Warning: n = 4 per arm") for line in lines)
