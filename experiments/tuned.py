@@ -74,7 +74,8 @@ EXPLODING = ("none", "norm1", "norm_tuned")
 SETUPS = {  # grad_norm: results/threshold of commit 56dc44c (norm_median at threshold 1), read before these runs
     "charlm_lstm": Setup(EXPLODING, 0.17, "plain SGD at lr 16 on an LSTM, no gradient noise scaling"),
     "regression_mlp": Setup(EXPLODING + ADAPTIVE, 165.0, "unscaled regression targets (std ~100), SGD momentum 0.9"),
-    "digits_deep_mlp": Setup(EXPLODING + ADAPTIVE, 4.7, "a 10-layer tanh MLP at init gain 2, plain SGD at lr 1"),
+    "digits_deep_mlp": Setup(EXPLODING + ADAPTIVE, 4.7,
+                             "a 20-layer tanh MLP (width 128) at init gain 2, plain SGD at lr 1"),
     "digits_mlp": Setup(("none", "norm1")),
     "digits_mlp_adam": Setup(("none", "norm1")),
 }
@@ -643,7 +644,8 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list[Figure]:
     made = [Figure(f"tuned_{claim}.png", f"{claim}: every row's 95 % interval per setup, in units of its smallest "
                    "effect (shaded: within it; right of 0: in the claim's favour); blue = deciding block (10 seeds), "
                    "orange = verify block, black = both pooled, grey = tuning block (3 seeds; an infinite interval "
-                   "runs to the edge); squares: P(a better) - 1/2 in units of 1/2 (runs diverged).")
+                   "runs to the edge); squares: P(a better) - 1/2 in units of 1/2 (runs diverged); arrows: an "
+                   "estimate beyond ±6, drawn at the edge.")
             for claim in dict.fromkeys(shown.claim)]
     for figure in made:
         interval_figure(shown[shown.claim == figure.name[6:-4]], out_dir / figure.name)
@@ -694,7 +696,7 @@ def interval_figure(shown: pd.DataFrame, path: Path) -> None:
     """One line per row and setup: its intervals (tuning, decide, verify, pooled) in units of the smallest effect."""
     import matplotlib.pyplot as plt
 
-    shown = shown.assign(label=shown.row.str.slice(0, 44) + " | " + shown.setup.map(SHORT))
+    shown = shown.assign(label=shown.row.str.slice(0, 62) + " | " + shown.setup.map(SHORT))
     labels = list(dict.fromkeys(shown.label))
     colours = {"tuning": "#7f7f7f", "decide": "#0072b2", "verify": "#e69f00", "pooled": "#000000"}
     offsets = {"tuning": 0.0, "decide": -0.22, "verify": 0.0, "pooled": 0.22}
@@ -704,7 +706,9 @@ def interval_figure(shown: pd.DataFrame, path: Path) -> None:
         unit = r.smallest if r.smallest > 0 else 0.5
         low, high, mid = (np.clip(v / unit, -6, 6) for v in (r.low, r.high, r.estimate))
         ax.plot([low, high], [y, y], color=colours[r.block], lw=2)
-        ax.plot(mid, y, "o" if r.smallest > 0 else "s", color=colours[r.block], ms=5)
+        off = abs(r.estimate / unit) > 6  # off the scale: an arrow at the edge, pointing where it is
+        marker = ("<" if mid < 0 else ">") if off else "o" if r.smallest > 0 else "s"
+        ax.plot(mid, y, marker, color=colours[r.block], ms=7 if off else 5)
     ax.axvspan(-1, 1, color="0.9", zorder=0)
     ax.axvline(0, color="0.3", lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
