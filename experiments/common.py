@@ -136,12 +136,6 @@ def gap_text(value: float, best: float, metric: str, higher_is_better: bool) -> 
     return f"{100 * (value - best) / abs(best):+.1f} %" if best else "–"
 
 
-def fmt_mid(mid, lo, hi, n, digits: int = 3) -> str:
-    if not np.isfinite(mid):
-        return "–"
-    return f"{mid:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}] (n={int(n)})"
-
-
 def log_y(ax) -> None:
     """Log y axis with plain tick labels (2, 5, 10 ... not 2x10^0)."""
     import matplotlib.ticker as ticker
@@ -155,12 +149,6 @@ def log_y(ax) -> None:
 def metric_axis_label(metric: str, higher: bool) -> str:
     unit = {"bpc": "bits/char", "mse": "squared target units", "accuracy": "fraction correct"}.get(metric, "")
     return f"final held-out {metric}{f' ({unit})' if unit else ''}\n{'higher' if higher else 'lower'} is better"
-
-
-def best_row(part: pd.DataFrame, higher: bool) -> pd.Series:
-    """The best cell by score (median final metric, diverged = worst); ties: fewer divergences, then listed first."""
-    key = pd.DataFrame({"score": -part.score_median if higher else part.score_median, "diverged": part.diverged})
-    return part.loc[key.sort_values(["score", "diverged"], kind="stable").index[0]]
 
 
 def save_figure(fig, path) -> None:

@@ -463,14 +463,13 @@ def analyse(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 iv, smallest, verdict, note = found["iv"], found["smallest"], found["verdict"], found["note"]
                 if not bracketed:
                     verdict, note = "undecided", "; ".join(["an arm's best lr is not bracketed", note]).strip("; ")
-                half = (iv.high - iv.low) / 2
                 needed = abs(iv.estimate) if abs(iv.estimate) >= smallest / 2 else smallest - abs(iv.estimate)
                 out.append({**base, "scale": found["scale"], "estimate": iv.estimate, "low": iv.low, "high": iv.high,
                             "n": iv.n, "method": iv.method, "smallest": smallest, "verdict": verdict, "note": note,
                             "p_contra": found["p_contra"] if verdict == "contradicted" else math.nan,
                             "power_n10": power(iv, smallest) if row.measure != "tuning" else math.nan,
-                            "seeds_needed": (math.ceil(iv.n * (half / needed) ** 2)
-                                             if verdict == "undecided" and math.isfinite(half) and needed > 0 else -1)})
+                            "seeds_needed": (stats.seeds_needed(iv, needed)
+                                             if verdict == "undecided" and needed > 0 else -1)})
     return _holm(pd.DataFrame(out, columns=ROW_COLUMNS))
 
 
