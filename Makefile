@@ -38,7 +38,7 @@ reproduce: $(STAMP)
 
 # The tuned comparisons' deciding stage again, on a second fresh block of seeds (after `make reproduce`; resumable).
 verify: $(STAMP)
-	$(PY) experiments/tuned.py --verify
+	$(PY) -m experiments.tuned --verify
 
 # Figures and report again from the stored tables, without training.
 figures: $(STAMP)

@@ -30,6 +30,12 @@ import pandas as pd
 # The protocol's words (experiments/tuned.py, gradclip.stats), the descriptive experiments' words, and checks.
 VERDICTS = ("supported", "contradicted", "no detectable effect", "undecided", "setup-dependent", "partly", "mixed",
             "not supported", "not tested", "check passed", "check failed")
+# One colour per verdict word, for badges and figure marks alike: (background, text is white).
+VERDICT_COLOURS = {"supported": ("#1a7f37", True), "contradicted": ("#b42318", True),
+                   "no detectable effect": ("#6e7781", True), "undecided": ("#d0d7de", False),
+                   "setup-dependent": ("#8250df", True), "partly": ("#9be9a8", False), "mixed": ("#bf8700", False),
+                   "not supported": ("#ff8182", False), "not tested": ("#eeeeee", False),
+                   "check passed": ("#ddf4ff", False), "check failed": ("#ff8182", False)}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""Running an experiment's sweeps and keeping its tables: results/<name>/*.csv and meta.json, written atomically;
+raw runs under results/runs/<name>/ (resumable, never mixed with runs of other code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gradclip.files import write_atomic, write_json
+from gradclip.report import load_runs
+from gradclip.sweep import MixedResultsError, check_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+
+def run_sweep(name: str, results: Path, jobs: int, extra: list[str], folder: Path | None = None,
+              jobs_file: Path | None = None) -> tuple[Path, float]:
+    """`python run.py -m +experiment=<name>` (or the jobs of ``jobs_file``, with no experiment added) with the
+    population launcher (one core per worker) in ``folder`` (default results/runs/<name>): a rerun resumes it, and a
+    folder of other code is moved aside to <folder>.stale-<time> first."""
+    folder = Path(folder or results / "runs" / name).absolute()
+    try:  # results of other code or schema (its sweep.json says), or of no sweep (the former <name>/<date_time>/)
+        check_folder(folder, [])
+        other = folder.is_dir() and any(folder.iterdir()) and not (folder / "sweep.json").is_file()
+    except MixedResultsError:
+        other = True
+    if other:
+        stale = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(stale)
+        print(f"{folder}: results of other code, moved to {stale}; starting fresh", flush=True)
+    sweep = [f"hydra.sweeper.jobs_file={Path(jobs_file).absolute()}"] if jobs_file else [f"+experiment={name}"]
+    command = [sys.executable, str(ROOT / "run.py"), "-m", *sweep, "logger=none", "threads=1", "report=false",
+               "hydra/launcher=population", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}", *extra]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    return folder, time.perf_counter() - started
+
+
+def store_tables(name: str, module, folder: Path, results: Path, seconds: float) -> None:
+    """The experiment's tables from its job files, as CSV under results/<name>/ (written atomically)."""
+    runs, steps = load_runs(folder)
+    store(name, module.tables(runs, steps), results, seconds, "sweep", runs=len(runs),
+          diverged_runs=int(runs.diverged.sum()))
+
+
+def store(name: str, tables: dict[str, pd.DataFrame], results: Path, seconds: float, stage: str, **facts) -> None:
+    """Tables as results/<name>/<table>.csv (the old CSVs replaced) and meta.json: when, how long, on which CPU."""
+    out = results / name
+    for old in out.glob("*.csv"):
+        if old.stem not in tables:
+            old.unlink()
+    for table, frame in tables.items():
+        write_atomic(out / f"{table}.csv", frame.to_csv(index=False))
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if stage == "reproduce":  # a new deciding block: the verify block, if any, no longer belongs to it
+        meta.pop("verify_seconds", None)
+    meta.update({f"{stage}_seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu(),
+                 **facts})
+    write_json(meta_path, meta)
+
+
+def meta_text(meta: dict | None) -> str:
+    """'60 runs (3 diverged), sweep 1.2 min on <cpu>, <date>' from a meta.json."""
+    if not meta:
+        return "not run yet"
+    runs = f"{meta['runs']} runs ({meta['diverged_runs']} diverged), " if "runs" in meta else ""
+    times = ", ".join(f"{key[:-len('_seconds')]} {value / 60:.1f} min" for key, value in meta.items()
+                      if key.endswith("_seconds"))
+    return f"{runs}{times} on {meta.get('cpu', '2 cores')}, {meta['finished']}"
+
+
+def cpu() -> str:
+    """This machine's CPU model, cores and the vector instructions torch uses (numbers differ in the last bits
+    between CPUs of different capability)."""
+    import platform
+
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return f"{model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def load_tables(results: Path, name: str) -> dict[str, pd.DataFrame]:
+    return {path.stem: pd.read_csv(path) for path in sorted((results / name).glob("*.csv"))}

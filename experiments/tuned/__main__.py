@@ -1,0 +1,5 @@
+import sys
+
+from experiments.tuned import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""The protocol's figures, drawn from its tables alone: every row's interval per setup with its verdict mark, the
+tuning curves per setup, and each arm's test curves on the deciding seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.common import VERDICT_COLOURS, Figure, save_figure
+from experiments.tuned.design import ARMS, LOG_SCALE, SETUPS, TUNING_SEEDS
+from experiments.tuned.rules import final_rows
+from experiments.tuned.stages import curve_points
+
+BLOCK_STYLE = {"decide": ("o", 0.22), "verify": ("s", 0.0), "pooled": ("D", -0.22)}  # marker, offset
+ARM_COLOURS = {"none": "#d55e00", "norm1": "#0072b2", "norm_tuned": "#009e73", "autoclip": "#cc79a7",
+               "agc": "#e69f00", "zclip": "#56b4e9", "zclip_nocap": "#000000", "norm1_long": "#0072b2",
+               "none_small": "#f0a070", "none_smaller": "#f5c8a8", "none_at_clip_lr": "#8b3a00"}
+SCALE_MAX = 6
+
+
+def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shown = rows[(rows.verdict != "not tested") & rows.estimate.notna()].copy()
+    final = final_rows(rows).set_index(["row", "setup"]).verdict
+    caption = ("every row's 95 % interval per setup, in units of its smallest effect (shaded: within it); right of 0 "
+               "= in the claim's favour (arm a better); one line per seed block (circle: deciding block, square: "
+               "verify block, diamond: both pooled, which decides); the verdict that stands is the coloured box on the "
+               "right; arrows: an estimate beyond ±6, drawn at the edge.")
+    made = []
+    for claim in dict.fromkeys(shown.claim):
+        made.append(Figure(f"tuned_{claim}.png", f"{claim}: {caption}"))
+        interval_figure(shown[shown.claim == claim], final, out_dir / made[-1].name)
+    made.append(tuning_figure(tables["tuning"], tables["choices"], out_dir))
+    made.append(curves_figure(tables["decided"], out_dir))
+    return made
+
+
+def interval_figure(shown: pd.DataFrame, final: pd.Series, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys(zip(shown.row, shown.setup)))
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(keys) + 1.6))
+    for r in shown.itertuples():
+        y = keys.index((r.row, r.setup))
+        marker, offset = BLOCK_STYLE.get(r.block, ("o", 0.0))
+        low, high, mid = (np.clip(v / r.smallest, -SCALE_MAX, SCALE_MAX) for v in (r.low, r.high, r.estimate))
+        colour = "#000000" if r.block == "pooled" else "#777777"
+        ax.plot([low, high], [y + offset] * 2, color=colour, lw=2.5 if r.block == "pooled" else 1.5)
+        off = abs(r.estimate / r.smallest) > SCALE_MAX
+        ax.plot(mid, y + offset, ("<" if mid < 0 else ">") if off else marker, color=colour, ms=7 if off else 5)
+    for y, key in enumerate(keys):
+        word = final.get(key, "undecided")
+        ax.text(SCALE_MAX + 0.4, y, word, va="center", fontsize=9, clip_on=False,
+                bbox={"boxstyle": "round,pad=0.25", "fc": VERDICT_COLOURS[word][0], "ec": "none"},
+                color="#ffffff" if VERDICT_COLOURS[word][1] else "#000000")
+    ax.axvspan(-1, 1, color="0.9", zorder=0)
+    ax.axvline(0, color="0.3", lw=1)
+    ax.set_yticks(range(len(keys)), [f"{row[:48]} | {SETUPS[s].label}" for row, s in keys], fontsize=10)
+    ax.set_ylim(len(keys) - 0.5, -0.5)
+    ax.set_xlim(-SCALE_MAX - 0.2, SCALE_MAX + 0.2)
+    ax.set_xlabel("effect in the claim's favour (arm a better), in smallest effects", fontsize=10)
+    save_figure(fig, path)
+
+
+def tuning_figure(tuning: pd.DataFrame, choices: pd.DataFrame, out_dir: Path) -> Figure:
+    """Median validation metric against lr per arm, one panel per setup (as many panels as setups)."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker as ticker
+
+    setups = [s for s in SETUPS if s in set(tuning.setup)]
+    cols = min(3, len(setups))
+    rows = math.ceil(len(setups) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(setups):]:
+        ax.set_visible(False)
+    for ax, setup in zip(axes.flat, setups):
+        part = tuning[tuning.setup == setup]
+        metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
+        bad = []
+        chosen = choices[choices.setup == setup]
+        for i, c in enumerate(chosen.itertuples()):
+            line = part[part.config == c.config].groupby("k").agg(
+                value=("final", "median"), diverged=("diverged", "sum"), lr=("lr", "first")).reset_index()
+            ok = line[line.diverged == 0]
+            colour = ARM_COLOURS[c.arm]
+            ax.plot(ok.lr * (1 + 0.03 * i), ok.value, marker="o", ms=4, lw=1.3, color=colour, label=ARMS[c.arm].label)
+            bad += [(lr * (1 + 0.03 * i), colour) for lr in line[line.diverged > 0].lr]
+            pick = line[line.k == c.k]
+            ax.plot(pick.lr * (1 + 0.03 * i), pick.value, "o", ms=11, mfc="none", color=colour)
+        edge = ax.get_ylim()[0 if higher else 1]
+        for lr, colour in bad:
+            ax.plot(lr, edge, "x", color=colour, ms=7, mew=2, clip_on=False)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(part.lr.unique()))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.tick_params(labelsize=9)
+        if metric in LOG_SCALE:
+            ax.set_yscale("log")
+        ax.set(title=SETUPS[setup].label, xlabel="learning rate (log)",
+               ylabel=f"median validation {metric} ({'higher' if higher else 'lower'} is better)")
+    handles = {ARMS[a].label: plt.Line2D([], [], color=ARM_COLOURS[a], marker="o", lw=1.3)
+               for a in dict.fromkeys(choices.arm)}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(7, len(handles)), fontsize=10,
+               frameon=False, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = out_dir / "tuned_tuning.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Figure(path.name, f"Tuning: median final validation metric over {len(TUNING_SEEDS)} seeds per lr, for "
+                  "each arm's chosen configuration (arms drawn a little apart so that equal values stay visible); x = "
+                  "at least one seed diverged at that lr (drawn at the worse edge); ring = the chosen lr.")
+
+
+def curves_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
+    """Each tuned arm's test curve per setup: median and the range between the 25th and 75th percentiles over the
+    deciding seeds; x where a run diverged (its last evaluation)."""
+    import matplotlib.pyplot as plt
+
+    main = decided[decided.arm.isin(["none", "norm1", "norm_tuned"]) & (decided.same_as == "")]
+    setups = [s for s in SETUPS if s in set(main.setup)]
+    cols = min(3, len(setups))
+    rows = math.ceil(len(setups) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(setups):]:
+        ax.set_visible(False)
+    for ax, setup in zip(axes.flat, setups):
+        part = main[main.setup == setup]
+        metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
+        for arm, runs in part.groupby("arm", sort=False):
+            curves = pd.DataFrame([dict(curve_points(c)) for c in runs.curve]).T.sort_index()
+            ok = curves.loc[:, ~runs.diverged.to_numpy()]
+            if ok.shape[1]:
+                ax.plot(ok.index, ok.median(axis=1), color=ARM_COLOURS[arm], lw=1.6,
+                        label=f"{ARMS[arm].label} ({ok.shape[1]} runs)")
+                ax.fill_between(ok.index, ok.quantile(0.25, axis=1), ok.quantile(0.75, axis=1),
+                                color=ARM_COLOURS[arm], alpha=0.2, lw=0)
+            for column in curves.columns[runs.diverged.to_numpy()]:
+                last = curves[column].dropna()
+                ax.plot(last.index[-1], last.iloc[-1], "x", color=ARM_COLOURS[arm], ms=7, mew=2)
+        if metric in LOG_SCALE:
+            ax.set_yscale("log")
+        ax.set(title=SETUPS[setup].label, xlabel="step",
+               ylabel=f"test {metric}{' (log axis)' if metric in LOG_SCALE else ''}, "
+                      f"{'higher' if higher else 'lower'} is better")
+        ax.legend(fontsize=9)
+    save_figure(fig, out_dir / "tuned_curves.png")
+    return Figure("tuned_curves.png", "Training curves of the tuned arms on the deciding seeds: held-out test metric "
+                  "per evaluation, median (line) and 25th-75th percentile band over the runs that did not diverge; x = "
+                  "a diverged run's last evaluation. Arms that share their runs with another are drawn once. The "
+                  "offline W&B runs of every job lie in results/runs/tuned/<stage>/<job>/wandb when logger=wandb.")
