@@ -113,6 +113,22 @@ def test_no_divergence_on_either_side_cannot_show_no_effect_at_20_points():
     assert verdict(found, smallest=0.2, claimed_sign=-1) == "undecided" and seeds_needed(found, 0.2) > 10
 
 
+@pytest.mark.parametrize("estimate, half, boundary, needed", [
+    (-0.03, 0.04, -0.05, 40),  # 10 x (0.04 / 0.02)^2
+    (0.02, 0.03, 0.0, 23),  # 10 x (0.03 / 0.02)^2 = 22.5
+    (0.1, 0.05, 0.0, 10),  # (0.05, 0.15) already excludes 0: its own n
+    (0.0, 0.05, 0.0, -1),  # the estimate on the boundary: no number of seeds moves it off
+    (0.02, math.inf, 0.0, -1),
+])
+def test_seeds_needed_to_exclude_the_deciding_boundary(estimate, half, boundary, needed):
+    assert seeds_needed(Interval(estimate, estimate - half, estimate + half, 10, "test"), boundary) == needed
+
+
+def test_seeds_needed_is_more_than_n_while_the_boundary_is_inside():
+    """Asymmetric (-0.01, 0.15) around 0.1: 10 x (0.08 / 0.1)^2 = 6.4 seeds, but 10 did not exclude 0."""
+    assert seeds_needed(Interval(0.1, -0.01, 0.15, 10, "test"), 0.0) == 11
+
+
 @pytest.mark.parametrize("low, high, word", [(0.1, 0.3, "supported"), (-0.3, -0.1, "contradicted"),
                                              (-0.04, 0.03, "no detectable effect"), (-0.04, 0.2, "undecided")])
 def test_verdict_words(low, high, word):

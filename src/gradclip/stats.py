@@ -162,10 +162,17 @@ def verdict(interval: Interval, smallest: float, claimed_sign: int) -> str:
     return "undecided"
 
 
-def seeds_needed(interval: Interval, smallest: float) -> int:
-    """Seeds that would make the interval's half-width the smallest effect: n x (half-width / smallest)^2."""
-    half = (interval.high - interval.low) / 2
-    return math.ceil(interval.n * (half / smallest) ** 2) if math.isfinite(half) else -1
+def seeds_needed(interval: Interval, boundary: float) -> int:
+    """Seeds that would make the interval's half-width the distance from its estimate to ``boundary``, the value
+    whose exclusion decides the row: n x (half-width / |estimate - boundary|)^2, rounded up, and at least n + 1 while
+    the interval does not exclude the boundary. An interval that already excludes it returns its own n (enough);
+    -1 when no number can be said: an infinite interval, or an estimate on the boundary."""
+    half, distance = (interval.high - interval.low) / 2, abs(interval.estimate - boundary)
+    if not (math.isfinite(half) and distance > 0):
+        return -1
+    if interval.excludes(boundary):
+        return interval.n
+    return max(interval.n + 1, math.ceil(round(interval.n * (half / distance) ** 2, 9)))  # float noise is not a seed
 
 
 def holm(p_values: list[float], alpha: float = 1 - CONFIDENCE) -> list[bool]:
