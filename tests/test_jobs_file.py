@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from experiments.reproduce import run_sweep
+from experiments.runner import run_sweep
 
 PLAIN = ["setup=regression_mlp", "steps=2", "logger=none", "report=false"]
 JOBS = [["seed=3", "clip=norm1"], ["seed=4"], ["steps=3", "optim.lr_scale=0.1"]]
@@ -86,3 +86,17 @@ def test_run_sweep_moves_a_folder_of_the_former_layout_aside(tmp_path):
     [stale] = tmp_path.glob("sweep.stale-*")
     assert (stale / "2026-01-01_00-00-00" / "0" / "summary.json").read_text() == "{}"
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0"]
+
+
+def test_code_version_covers_what_trains_not_what_reports(tmp_path):
+    """Editing the report leaves finished runs valid; editing training code does not."""
+    import shutil
+
+    from gradclip import sweep
+
+    package = shutil.copytree(Path(sweep.__file__).parent, tmp_path / "gradclip")
+    before = sweep.code_version(package)
+    (package / "report.py").write_text((package / "report.py").read_text() + "\n# edited\n")
+    assert sweep.code_version(package) == before
+    (package / "training.py").write_text((package / "training.py").read_text() + "\n# edited\n")
+    assert sweep.code_version(package) != before

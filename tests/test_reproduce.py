@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from experiments.common import VERDICTS, Verdict
-from experiments.reproduce import CLAIMS, EXPERIMENTS, combined_verdict
+from experiments.claims import CLAIMS, claim_experiments, combined_verdict
 
 RESULTS = ROOT / "results"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -80,7 +80,7 @@ def check_report_html(page_path: Path, md_path: Path) -> Page:
 
 def stored_copy(tmp_path):
     """results/ without the rebuilt parts: only each experiment's CSV tables and meta.json."""
-    for name in EXPERIMENTS:
+    for name in claim_experiments():
         shutil.copytree(RESULTS / name, tmp_path / name)
     return tmp_path
 
@@ -148,7 +148,7 @@ def test_tiny_cliff_run_gives_the_committed_tables(tmp_path):
 def test_tiny_run_of_every_experiment_gives_the_committed_tables(tmp_path):
     done = reproduce("--results", str(tmp_path), "--override", "steps=4", "--override", "eval_every=2")
     assert done.returncode == 0, done.stderr
-    check_schema(tmp_path, EXPERIMENTS)
+    check_schema(tmp_path, claim_experiments())
 
 
 def test_experiment_sweep_report_starts_with_its_claims(tmp_path):

@@ -1,7 +1,11 @@
-"""Every verdict rule of experiments/tuned.py, simulated where the claim's effect is exactly absent: 2000 tables of
-n = 10 seeds each, with divergence at the rates the runs show. It may say "supported" or "contradicted" at most 5 % of
-the time (a one-sided "as good as" claim is simulated at its boundary, minus the smallest effect, and "gets stuck" at
-plus the smallest effect). The power at the smallest effect is printed (pytest -s)."""
+"""The protocol's rules, simulated where the claim's effect is absent, through the functions `make reproduce` calls
+(experiments.tuned.rules.analyse -> final_rows -> across -> experiments.claims.combined_verdict).
+
+Each row kind on its own (n = 10 and the pooled n = 20), then the whole decision path of a claim: several rows x
+setups, two seed blocks pooled, Holm's correction over the claim's tests, each row's quantifier, and the claim's
+combined verdict. "As good as" is simulated at its boundary (minus the smallest effect) and "gets stuck" at plus it.
+A verdict that claims something ("supported", "contradicted", "no detectable effect" where it is wrong) may come out
+at most 5 % of the time (+2.33 standard errors). Rates and powers are printed (pytest -s)."""
 
 import math
 
@@ -9,178 +13,158 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import tuned
+from experiments.claims import combined_verdict
+from experiments.common import Verdict
+from experiments.tuned import design, rules
 
-TABLES, N = 2000, 10
-AT_MOST_5 = 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / TABLES)  # 5 % unless above it by 2.33 standard errors
-DECIDED = ("supported", "contradicted")
-
-
-def arm(final, metric="bpc", diverged=None, curves=None, steps=500):
-    """One arm's deciding runs as decide() stores them."""
-    final = np.asarray(final, dtype=float)
-    diverged = np.zeros(len(final), bool) if diverged is None else np.asarray(diverged, bool)
-    curves = curves or [f"0:{4.0 if metric != 'accuracy' else 0.1} {steps}:{f}" for f in final]
-    return pd.DataFrame({"seed": range(len(final)), "block": "decide", "metric": metric,
-                         "higher": metric == "accuracy", "final": np.where(diverged, np.nan, final),
-                         "diverged": diverged, "curve": curves, "steps": steps})
+WRONG = ("supported", "contradicted")
 
 
-def rate(decide, tables=TABLES, seed=1) -> float:
+def at_most_5(tables: int) -> float:
+    return 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / tables)
+
+
+def arm(rng, n, name, setup="s", block="decide", metric="bpc", centre=2.0, noise=0.05, shift=0.0, diverge=0.0,
+        reach=None, gain=None, steps=500):
+    """One arm's deciding runs as stages.decide stores them. ``shift``: better by this much (metric scale; log
+    for MSE); ``reach``: steps to the target per seed (inf: never); ``gain``: the late held-out gain per seed."""
+    higher = metric == "accuracy"
+    values = centre + noise * rng.normal(size=n)
+    values = values * math.exp(-shift) if metric == "mse" else values + (shift if higher else -shift)
+    diverged = rng.random(n) < diverge
+    start = {"bpc": 6.0, "accuracy": 0.1, "mse": 1e4}[metric]
+    gain = np.zeros(n) if gain is None else gain
+    late = values + gain if not higher else values - gain  # the value at 80 % of the steps
+    curves = [f"0:{start} {int(0.8 * steps)}:{v0:.6g} {steps}:{v:.6g}" for v0, v in zip(late, values)]
+    frame = pd.DataFrame({"setup": setup, "arm": name, "seed": range(n), "block": block, "metric": metric,
+                          "higher": higher, "final": np.where(diverged, np.nan, values), "start": start,
+                          "diverged": diverged, "steps": steps, "curve": curves, "same_as": "",
+                          "reached": np.full(n, 200.0) if reach is None else reach})
+    for f in design.DIVERGE_FACTORS:
+        frame[f"diverged_{f:g}x"] = diverged
+    return frame.assign(run=[f"{setup}-{name}-{block}-{i}" for i in range(n)])
+
+
+def row(measure, kind="superiority", setups=("s",), quantifier="every", claim="Cx", label="r"):
+    return design.Row(claim, label, "a", "b", measure, kind, quantifier, only=setups)
+
+
+def rate(once, tables, seed=1) -> float:
     rng = np.random.default_rng(seed)
-    return float(np.mean([decide(rng) for _ in range(tables)]))
+    return float(np.mean([once(rng) for _ in range(tables)]))
 
 
-def row(measure, kind="superiority"):
-    return tuned.Row("Cx", "test row", "norm1", "none", measure, kind, ("s",))
+CHOICES = pd.DataFrame(columns=["setup", "arm", "bracketed"])
 
 
-def verdict_of(r, one, two, target=math.nan):
-    return tuned.judge(r, one, two, target)["verdict"]
+def verdict(r, frames) -> str:
+    rows = rules.analyse(pd.concat(frames, ignore_index=True), CHOICES, [r], with_power=False)
+    return rules.final_rows(rows).verdict.iloc[0]
 
 
-@pytest.mark.parametrize("diverge", [0.0, 0.3])
-def test_final_metric_superiority_without_an_effect(diverge):
+def blocks(n):
+    return ["decide"] if n == 10 else ["decide", "verify"]
+
+
+def null_case(kind, rng, n, setup="s"):
+    """Both arms of one row kind with no effect (at the boundary for as-good-as and stuck)."""
+    frames = []
+    for block in blocks(n):
+        m = 10
+        if kind == "final":
+            frames += [arm(rng, m, x, setup, block) for x in "ab"]
+        elif kind == "final, 30 % diverge":
+            frames += [arm(rng, m, x, setup, block, diverge=0.3) for x in "ab"]
+        elif kind.startswith("as good as"):
+            metric = kind.split()[-1]
+            centre, noise = {"bpc": (2.0, 0.05), "accuracy": (0.9, 0.015), "mse": (10.0, 0.15 * 10)}[metric]
+            s = design.SMALLEST[metric]
+            frames += [arm(rng, m, "a", setup, block, metric, centre, noise, shift=-s), arm(rng, m, "b", setup, block,
+                                                                                            metric, centre, noise)]
+        elif kind.startswith("steps"):
+            censored = 0.3 if "censored" in kind else 0.0
+            for x in "ab":
+                reach = np.exp(rng.normal(math.log(200), 0.4, m))
+                frames.append(arm(rng, m, x, setup, block, reach=np.where(rng.random(m) < censored, np.inf, reach)))
+        elif kind.startswith("diverged"):
+            p = float(kind.split()[-1])
+            frames += [arm(rng, m, x, setup, block, diverge=p) for x in "ab"]
+        elif kind == "spread":
+            frames += [arm(rng, m, x, setup, block) for x in "ab"]
+        elif kind == "stuck":
+            s = design.SMALLEST["bpc"]
+            frames += [arm(rng, m, "a", setup, block, shift=s),
+                       arm(rng, m, "b", setup, block, gain=s + 0.02 * rng.normal(size=m))]
+    return frames
+
+
+KINDS = {"final": row("final"), "final, 30 % diverge": row("final"),
+         "as good as bpc": row("final", "noninferiority"), "as good as accuracy": row("final", "noninferiority"),
+         "as good as mse": row("final", "noninferiority"), "steps": row("steps"), "steps, 30 % censored": row("steps"),
+         "diverged 0.1": row("diverged"), "diverged 0.5": row("diverged"), "spread": row("spread"),
+         "stuck": row("stuck")}
+
+
+N_BOTH = [10, pytest.param(20, marks=pytest.mark.slow)]  # n = 20 (two blocks pooled): under `make test-slow`
+
+
+@pytest.mark.parametrize("n", N_BOTH)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_row_kind_without_an_effect(kind, n):
+    tables = 300
+    measured = rate(lambda rng: verdict(KINDS[kind], null_case(kind, rng, n)) in WRONG, tables)
+    print(f"\n{kind}, n = {n}: decides wrongly in {measured:.1%} of {tables} tables")
+    assert measured <= at_most_5(tables)
+
+
+@pytest.mark.parametrize("n", N_BOTH)
+def test_power_at_the_smallest_effect_is_printed_and_grows_with_n(n):
+    """The final-metric row at exactly its smallest effect (noise SD 0.05 bpc): how often it is supported."""
     def once(rng):
-        a, b = 2.0 + 0.05 * rng.normal(size=(2, N))
-        return verdict_of(row("final"), arm(a, diverged=rng.random(N) < diverge),
-                          arm(b, diverged=rng.random(N) < diverge)) in DECIDED
+        frames = []
+        for block in blocks(n):
+            frames += [arm(rng, 10, "a", block=block, shift=design.SMALLEST["bpc"]), arm(rng, 10, "b", block=block)]
+        return verdict(row("final"), frames) == "supported"
 
-    measured = rate(once)
-    print(f"\nfinal metric, superiority, divergence {diverge:.0%}: decides in {measured:.1%} without an effect")
-    assert measured <= AT_MOST_5
-
-
-@pytest.mark.parametrize("metric", ["bpc", "accuracy", "mse"])
-def test_as_good_as_at_its_boundary_and_its_power(metric):
-    """The true effect is exactly minus the smallest effect: "supported" and "contradicted" both wrong."""
-    smallest = tuned.SMALLEST[metric]
-    centre = {"bpc": 2.0, "accuracy": 0.9, "mse": 10.0}[metric]
-    noise = {"bpc": 0.05, "accuracy": 0.015, "mse": 0.15}[metric]
-
-    def draw(rng, effect):
-        b = centre + noise * rng.normal(size=N) * (centre if metric == "mse" else 1)
-        a = b * math.exp(-effect) if metric == "mse" else (b + effect if metric == "accuracy" else b - effect)
-        a = a + noise * rng.normal(size=N) * (centre if metric == "mse" else 1)
-        return arm(a, metric), arm(b, metric)
-
-    r = row("final", "noninferiority")
-    wrong = rate(lambda rng: verdict_of(r, *draw(rng, -smallest)) in DECIDED)
-    power = rate(lambda rng: verdict_of(r, *draw(rng, 0.0)) == "supported", tables=500)
-    print(f"\n'as good as' on {metric}: decides in {wrong:.1%} at the boundary; supported in {power:.0%} with no "
-          f"difference (noise {noise:g})")
-    assert wrong <= AT_MOST_5
+    power = rate(once, 200)
+    print(f"\npower of the final-metric row at its smallest effect, n = {n}: {power:.0%}")
+    assert power > {10: 0.5, 20: 0.8}[n]
 
 
-def test_as_good_as_with_divergence():
-    """With diverged runs the P scale has no smallest effect: supported needs P(a better) above 1/2."""
-    def once(rng):
-        a, b = rng.normal(size=(2, N))
-        return verdict_of(row("final", "noninferiority"), arm(a, diverged=rng.random(N) < 0.3),
-                          arm(b, diverged=rng.random(N) < 0.3)) in DECIDED
-
-    measured = rate(once)
-    print(f"\n'as good as' with 30 % divergence in both arms: decides in {measured:.1%}")
-    assert measured <= AT_MOST_5
-
-
-def curve_to(steps_to_target, target=2.5):
-    """A curve that reaches ``target`` at the given step (inf: never) on a 10-evaluation grid."""
-    points = [f"{s}:{target - 0.1 if s >= steps_to_target else target + 0.5}" for s in range(50, 550, 50)]
-    return " ".join(["0:4.0", *points])
+# ---------------------------------------------------------------- the whole decision path of a claim
+CLAIMS = {  # claim shapes as the protocol has them: C3 (4 rows x 3 setups, two of them "some"), C7 (5 setups)
+    "C3-like": [("diverged 0.1", row("diverged", setups=("s1", "s2", "s3"), claim="C3", label="r1")),
+                ("steps, 30 % censored", row("steps", setups=("s1", "s2", "s3"), claim="C3", label="r2")),
+                ("stuck", row("stuck", setups=("s1", "s2", "s3"), quantifier="some", claim="C3", label="r3")),
+                ("stuck", row("stuck", setups=("s1", "s2", "s3"), quantifier="some", claim="C3", label="r4"))],
+    "C5-like": [("steps", row("steps", setups=("s1", "s2", "s3"), claim="C5", label="r1")),
+                ("spread", row("spread", setups=("s1", "s2", "s3"), claim="C5", label="r2"))],
+    "C7-like": [("as good as bpc", row("final", "noninferiority", setups=tuple(f"s{i}" for i in range(5)),
+                                       claim="C7", label="r1"))],
+}
 
 
-@pytest.mark.parametrize("censored", [0.0, 0.3])
-def test_steps_to_target_without_an_effect(censored):
-    def once(rng):
-        reach = np.exp(rng.normal(math.log(200), 0.4, (2, N)))
-        reach = np.where(rng.random((2, N)) < censored, math.inf, np.ceil(reach / 50) * 50)
-        one, two = (arm(np.full(N, 2.0), curves=[curve_to(s) for s in side]) for side in reach)
-        return verdict_of(row("steps"), one, two, target=2.5) in DECIDED
-
-    measured = rate(once)
-    print(f"\nsteps to target, {censored:.0%} never reach it in both arms: decides in {measured:.1%}")
-    assert measured <= AT_MOST_5
-
-
-@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
-def test_divergence_rate_without_an_effect(p):
-    def once(rng):
-        one, two = (arm(np.full(N, 2.0), diverged=rng.random(N) < p) for _ in range(2))
-        return verdict_of(row("diverged"), one, two) in DECIDED
-
-    measured = rate(once)
-    print(f"\ndivergence rate {p:.0%} in both arms: decides in {measured:.1%}")
-    assert measured <= AT_MOST_5
-
-
-@pytest.mark.parametrize("noise", ["normal", "t(3)"])
-def test_spread_without_an_effect_and_its_power(noise):
-    draw = {"normal": lambda rng, s: rng.normal(0, s, N), "t(3)": lambda rng, s: s * rng.standard_t(3, N)}[noise]
-
-    def once(rng, ratio=1.0):
-        return verdict_of(row("spread"), arm(2 + 0.05 * draw(rng, 1.0)), arm(2 + 0.05 * draw(rng, ratio)))
-
-    measured = rate(lambda rng: once(rng) in DECIDED)
-    power = rate(lambda rng: once(rng, math.exp(tuned.SMALLEST["spread"])) == "supported", tables=500)
-    print(f"\nspread (swap test), {noise} noise: decides in {measured:.1%} without an effect; power at an SD ratio of "
-          f"1.5: {power:.0%}")
-    assert measured <= AT_MOST_5
-
-
-def test_gets_stuck_at_its_boundary():
-    """Clipping ends better by exactly the smallest effect and no clip is flat: neither word is earned."""
-    smallest = tuned.SMALLEST["bpc"]
-
-    def once(rng):
-        b = 2.2 + 0.05 * rng.normal(size=N)
-        a = b - smallest + 0.05 * rng.normal(size=N)
-        two = arm(b, curves=[f"0:4.0 400:{v:.6f} 500:{v:.6f}" for v in b])
-        return verdict_of(row("stuck"), arm(a), two) in DECIDED
-
-    measured = rate(once)
-    print(f"\ngets stuck at its boundary: decides in {measured:.1%}")
-    assert measured <= AT_MOST_5
-
-
-def test_across_setups_with_holm_without_an_effect():
-    """Three setups, no effect anywhere: the row's verdict over setups (after Holm) decides at most 5 % of the time."""
-    r = row("final")
-
-    def once(rng):
-        rows = []
-        for setup in ("s1", "s2", "s3"):
-            found = tuned.judge(r, *(arm(2.0 + 0.05 * rng.normal(size=N)) for _ in range(2)), math.nan)
-            rows.append({"row": r.label, "block": "decide", "setup": setup, "verdict": found["verdict"],
-                         "p_contra": found["p_contra"], "note": ""})
-        return tuned.across(tuned._holm(pd.DataFrame(rows)).verdict.tolist()) in DECIDED + ("setup-dependent",)
-
-    measured = rate(once)
-    print(f"\nacross 3 setups with Holm: decides in {measured:.1%} without an effect")
-    assert measured <= AT_MOST_5
-
-
-def test_tuning_row_cannot_decide_on_three_seeds():
-    iv = tuned.stats.paired_interval([0.1, 0.2, 0.3])
-    assert tuned.word(iv, 0.05, "superiority") == "undecided" and not math.isfinite(iv.low)
+def claim_verdict(shape, rng, n) -> str:
+    verdicts = []
+    for i, (kind, r) in enumerate(CLAIMS[shape]):
+        frames = [f.assign(arm=f.arm.map({"a": f"a{i}", "b": f"b{i}"})) for s in r.setups
+                  for f in null_case(kind, rng, n, s)]
+        verdicts.append((r, pd.concat(frames, ignore_index=True)))
+    rows = [design.Row(r.claim, r.label, f"a{i}", f"b{i}", r.measure, r.kind, r.quantifier, only=r.setups)
+            for i, (r, _) in enumerate(verdicts)]
+    analysed = rules.analyse(pd.concat([f for _, f in verdicts], ignore_index=True), CHOICES, rows,
+                             with_power=False)
+    words = rules.claim_verdicts(rules.final_rows(analysed), rows)
+    return combined_verdict([("tuned", Verdict("Cx", label, "", "", "", word)) for label, word in words.items()])
 
 
 @pytest.mark.slow
-def test_two_blocks_and_the_pooled_interval_without_an_effect():
-    """The verify rule: blocks that disagree are undecided, else the 20 pooled seeds decide."""
-    r = row("final")
-
-    def once(rng):
-        frames = {}
-        for block in ("decide", "verify"):
-            one, two = (arm(2.0 + 0.05 * rng.normal(size=N)) for _ in range(2))
-            frames[block] = (one.assign(block=block), two.assign(block=block))
-        rows = [{"row": r.label, "setup": "s", "block": b, "verdict": verdict_of(r, *frames[b]), "note": ""}
-                for b in frames]
-        pooled = [pd.concat([frames["decide"][i], frames["verify"][i]], ignore_index=True) for i in (0, 1)]
-        rows.append({"row": r.label, "setup": "s", "block": "pooled", "verdict": verdict_of(r, *pooled), "note": ""})
-        return tuned.final_rows(pd.DataFrame(rows)).verdict.iloc[0] in DECIDED
-
-    measured = rate(once)
-    print(f"\ndecide + verify, pooled: decides in {measured:.1%} without an effect")
-    assert measured <= AT_MOST_5
+@pytest.mark.parametrize("n", [10, 20])
+@pytest.mark.parametrize("shape", list(CLAIMS))
+def test_a_claims_whole_decision_path_without_an_effect(shape, n):
+    tables = 120 if shape == "C3-like" else 200
+    found = [claim_verdict(shape, np.random.default_rng(1000 * n + i), n) for i in range(tables)]
+    wrong = float(np.mean([w not in ("undecided", "not tested") for w in found]))
+    print(f"\n{shape} claim, n = {n}, no effect anywhere: a claim verdict other than undecided in {wrong:.1%} of "
+          f"{tables} tables ({pd.Series(found).value_counts().to_dict()})")
+    assert wrong <= at_most_5(tables)

@@ -100,7 +100,8 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list:
 
 def sweeper(results: Path, jobs: int, extra: list[str]):
     """sweep(stage, jobs) -> (runs, steps): one resumable sweep per stage under results/runs/tuned/<stage>; each
-    run's ``overrides`` are given back as the stage listed them (without the shared EXTRA and ``extra``)."""
+    run's ``overrides`` are given back as the stage listed them (from its setup= on: without the launcher's, EXTRA
+    and ``extra``)."""
     import yaml
 
     from experiments.runner import run_sweep
@@ -121,7 +122,8 @@ def sweeper(results: Path, jobs: int, extra: list[str]):
         print(f"{NAME}: stage {stage}, {len(job_list)} runs", flush=True)
         run_sweep(f"{NAME}/{stage}", results, jobs, [], folder=folder, jobs_file=jobs_file)
         runs, steps = load_runs(folder)
-        return runs.assign(overrides=[list(o)[len(prefix):] for o in runs.overrides]), steps
+        return runs.assign(overrides=[list(o)[[x.startswith("setup=") for x in o].index(True):]
+                                      for o in runs.overrides]), steps
 
     return sweep
 

@@ -45,7 +45,7 @@ def measure(row: Row, one: pd.DataFrame, two: pd.DataFrame) -> dict:
                 "interval": lambda c: stats.rate_difference(kb, len(two), ka, len(one), c)}
     if row.measure == "spread":
         a, b = score(one).to_numpy(), score(two).to_numpy()
-        return {"smallest": SMALLEST["spread"], "unit": "log SD ratio", "confidence": SPREAD_CONFIDENCE,
+        return {"smallest": SMALLEST["spread"], "unit": "log SD ratio", "confidence": SPREAD_CONFIDENCE, "arms": (a, b),
                 "interval": lambda c: stats.sd_ratio_interval(a, b, c)}
     if row.measure == "steps":
         d = np.log(restricted_steps(two)) - np.log(restricted_steps(one))
@@ -102,9 +102,15 @@ def judge(row: Row, one: pd.DataFrame, two: pd.DataFrame) -> dict:
 
 
 def _p(m: dict, value: float, confidence: float) -> float:
-    """The p-value of the row's test at ``value``, on the scale where its interval is read at ``confidence``: the
-    smallest 1 - confidence' at which the interval excludes it, rescaled to the 5 % family level."""
-    return stats.p_value(m["interval"], value) * (1 - stats.CONFIDENCE) / (1 - confidence)
+    """The p-value of the row's test at ``value``, rescaled to the 5 % family level when the row is read at another
+    confidence (the swap test at 97 %)."""
+    if "values" in m:
+        p = stats.sign_flip_p(m["values"], boundary=value)
+    elif "arms" in m:
+        p = stats.swap_p(*m["arms"], log_ratio=value)
+    else:
+        p = stats.p_value(m["interval"], value)
+    return min(1.0, p * (1 - stats.CONFIDENCE) / (1 - confidence))
 
 
 def _stuck(m: dict, iv: stats.Interval, confidence: float) -> tuple[str, float, str]:
@@ -120,14 +126,12 @@ def _stuck(m: dict, iv: stats.Interval, confidence: float) -> tuple[str, float, 
         return "undecided", math.nan, note + "; a still improving: the runs are too short to show a plateau"
     if len(gb) < 2:
         return "undecided", math.nan, note + "; b diverged"
-    gain = lambda c: stats.paired_interval(gb, c)  # noqa: E731
-    final = m["interval"]
-    if iv.low > s and gain(confidence).high < s:
-        p = max(stats.p_value(final, s), stats.p_value(gain, s))
-        return "supported", p, note
+    p_final, p_gain = stats.sign_flip_p(m["values"], boundary=s), stats.sign_flip_p(gb, boundary=s)
+    if iv.low > s and stats.paired_interval(gb, confidence).high < s:
+        return "supported", max(p_final, p_gain), note
     half = 1 - (1 - confidence) / 2
-    if final(half).high < s or gain(half).low > s:
-        p = min(1.0, 2 * min(stats.p_value(final, s), stats.p_value(gain, s)))
+    if m["interval"](half).high < s or stats.paired_interval(gb, half).low > s:
+        p = min(1.0, 2 * min(p_final, p_gain))
         return "contradicted", p, note
     return "undecided", math.nan, note
 

@@ -117,21 +117,6 @@ def paired_interval(d, confidence: float = CONFIDENCE) -> Interval:
     return Interval(mean, low, high, n, "sign-flip")
 
 
-def wins(a, b, higher_is_better: bool) -> np.ndarray:
-    """Per seed: 1 when arm a ends better than arm b, 0 when worse, 1/2 on a tie (a diverged run is the worst:
-    pass -inf or inf, as ``experiments.common.scores`` does)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    better = a > b if higher_is_better else a < b
-    return np.where(a == b, 0.5, better.astype(float))
-
-
-def superiority(a, b, higher_is_better: bool, confidence: float = CONFIDENCE) -> Interval:
-    """P(arm a ends better than arm b on a seed), ties 1/2, with the sign-flip interval of the per-seed wins."""
-    shifted = paired_interval(wins(a, b, higher_is_better) - 0.5, confidence)
-    return Interval(shifted.estimate + 0.5, max(0.0, shifted.low + 0.5), min(1.0, shifted.high + 0.5), shifted.n,
-                    "P(a better) sign-flip")
-
-
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -260,12 +245,3 @@ def p_value(make_interval, value: float) -> float:
         middle = math.sqrt(low * high)
         low, high = (low, middle) if make_interval(1 - middle).excludes(value) else (middle, high)
     return high
-
-
-def expected_best(values, k: int) -> float:
-    """Expected best of ``k`` configurations drawn at random (with replacement) from ``values`` (higher is better),
-    Dodge et al. 2019, "Show your work", eq. 1."""
-    v = np.sort(np.asarray(values, dtype=float))
-    n = len(v)
-    weights = (np.arange(1, n + 1) / n) ** k - (np.arange(n) / n) ** k
-    return float(weights @ v)

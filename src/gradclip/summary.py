@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +18,6 @@ import pandas as pd
 
 from gradclip.files import write_json
 
-HIGHER_IS_BETTER = {"accuracy"}
 MAD_TO_SD = 1.4826  # median absolute deviation x this = the standard deviation, for normal noise
 MIN_HISTORY = 5  # losses a spike is measured against, at least: the MAD of one or two is no noise estimate
 
@@ -81,14 +80,16 @@ class RunSummary:
     batched_steps: int
     code_version: str
     schema_version: int
+    metric_unit: str = ""  # the task's declarations (Task.metric_unit, metric_upper)
+    metric_upper: Optional[float] = None
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self))
 
     @classmethod
     def from_dict(cls, record: dict) -> RunSummary:
-        """A summary as ``write`` stored it (KeyError for a missing field; extra keys are ignored)."""
-        values = {f.name: record[f.name] for f in fields(cls)}
+        """A summary as ``write`` stored it (KeyError for a missing field without a default; extra keys are ignored)."""
+        values = {f.name: record[f.name] for f in fields(cls) if f.name in record or f.default is MISSING}
         values["clip_threshold"] = _number(values["clip_threshold"])
         for name in ("clip_params", "model_params"):
             values[name] = {k: _number(v) for k, v in values[name].items()}
@@ -119,12 +120,11 @@ def count_spikes(losses: pd.Series, factor: float, window: int) -> int:
     return int(spike_steps(losses, factor, window).sum())
 
 
-def summarize(metrics: pd.DataFrame, evals: list[tuple[int, dict]], *, metric: str, target_metric: str,
+def summarize(metrics: pd.DataFrame, evals: list[tuple[int, dict]], *, metric: str, higher: bool, target_metric: str,
               target: float | None, diverged_step: int | None, spike_factor: float, spike_window: int) -> dict:
     """The numbers a report compares runs by: from the step rows (metrics.csv) and the evaluations (step, scores)."""
     steps = metrics[metrics.step > 0]
     applied = steps[steps.skipped == 0]
-    higher = metric in HIGHER_IS_BETTER
     scores = [(s, e[metric]) for s, e in evals if math.isfinite(e[metric])]
     best_step, best = (max if higher else min)(scores, key=lambda se: se[1]) if scores else (None, None)
     reached = [s for s, e in evals if target is not None and e[target_metric] <= target]

@@ -20,16 +20,22 @@ import yaml
 
 from gradclip.component import ConfigError
 
-SCHEMA_VERSION = 3  # layout of the job files (config.yaml, metrics.csv, summary.json); bump when it changes
+SCHEMA_VERSION = 4  # layout of the job files (config.yaml, metrics.csv, summary.json); bump when it changes
 IGNORED_KEYS = ("logger", "report")  # config keys that do not change a run's numbers
 
 
+PRESENTATION = {"report.py", "stats.py", "screenshots.py", "callbacks.py", "logger.py", "files.py"}
+
+
 @functools.cache
-def code_version() -> str:
-    """The gradclip version and a hash of its source files: results of other code are never mixed in."""
-    digest, package = hashlib.sha256(), Path(__file__).parent
+def code_version(package: Path = Path(__file__).parent) -> str:
+    """The gradclip version and a hash of the source files that decide a run's numbers (not those that only report
+    them, ``PRESENTATION``): results of other training code are never mixed in, and editing a report forces no
+    retraining."""
+    digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+        if path.name not in PRESENTATION:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return f"{version('gradclip')}+{digest.hexdigest()[:12]}"
 
 

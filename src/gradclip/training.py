@@ -361,7 +361,9 @@ class Run:
             threads=torch.get_num_threads(), versions=versions(), data=task.info,
             wall_time_s=time.perf_counter() - self.started, resumed_from_step=state["resumed_from_step"],
             population=self.population, batched_steps=self.batched_steps, **stamp(),
-            **summarize(metrics, state["evals"], metric=task.metric, target_metric=task.target_metric,
+            metric_unit=task.metric_unit, metric_upper=task.metric_upper,
+            **summarize(metrics, state["evals"], metric=task.metric, higher=task.higher_is_better,
+                        target_metric=task.target_metric,
                         target=task.target, diverged_step=state["diverged_step"], spike_factor=cfg.spike_factor,
                         spike_window=cfg.spike_window))
         summary.write(job.job_dir / "summary.json")

@@ -4,7 +4,8 @@ A task is a dataclass of its settings. ``setup(device)`` makes or loads its data
 checking a config does not load it); then ``batch(generator)`` gives one training batch, ``loss(output, y)`` the
 training loss and ``evaluate(model)`` the scores on the held-out split ``split`` names (called under
 ``torch.no_grad``): ``validation`` to tune on, ``test`` to decide on, never trained on. ``metric`` is the
-headline held-out number; ``target_metric`` (lower is better) is the one ``target`` is compared with. ``kind`` says
+headline held-out number, with its direction, unit and bound (``higher_is_better``, ``metric_unit``,
+``metric_upper``); ``target_metric`` (lower is better) is the one ``target`` is compared with. ``kind`` says
 which models take it (``Model.accepts``); ``input_dim`` / ``vocab_size`` / ``output_dim`` / ``readout`` tell a model
 its shapes, and ``info`` describes the data in the run's summary.
 """
@@ -35,6 +36,9 @@ class Task(Component):
     split: Split = MISSING
     kind: ClassVar[str]  # "sequence", "vector" or "cliff"
     metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = False  # the metric's direction
+    metric_unit: ClassVar[str] = ""
+    metric_upper: ClassVar[Optional[float]] = None  # its upper bound (accuracy: 1); every metric here is >= 0
     target_metric: ClassVar[str]
     readout: ClassVar[Optional[str]] = "last"  # a sequence model predicts at the last step ("all": every step)
     vocab_size: ClassVar[Optional[int]] = None  # token inputs

@@ -11,7 +11,7 @@ from gradclip.tasks import GeneratedSequences
 @dataclass
 class Adding(GeneratedSequences):
     input_dim, output_dim = 2, 1
-    metric = "mse"
+    metric, metric_unit = "mse", "squared error"
 
     def sample(self, gen, n: int):
         import torch

@@ -127,6 +127,10 @@ class CharLM(Task):
         return "bpc" if self.level == Level.char else "ppl"
 
     @property
+    def metric_unit(self) -> str:
+        return "bits/char" if self.level == Level.char else "perplexity"
+
+    @property
     def target_metric(self) -> str:
         return self.metric
 

@@ -17,6 +17,7 @@ class Cliff(Task):
     goal: float = rule(lambda v: 0 < v < 1, "a number in (0, 1) (the goal of a sigmoid)")
     kind = "cliff"
     metric = target_metric = "error"
+    metric_unit = "E"
     readout = None
 
     def setup(self, device) -> None:

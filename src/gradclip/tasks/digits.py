@@ -14,6 +14,7 @@ class Digits(ErrorRateTarget, SklearnData):
     held_out_fraction: float = rule(lambda v: 0 < v < 1, "a number in (0, 1)")  # validation + test
     output_dim = 10
     metric, target_metric = "accuracy", "error_rate"
+    higher_is_better, metric_unit, metric_upper = True, "fraction correct", 1.0
 
     def arrays(self):
         from sklearn.datasets import load_digits

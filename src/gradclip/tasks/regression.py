@@ -17,6 +17,7 @@ class Regression(SklearnData):
     noise: float = rule(non_negative, "a finite number >= 0")
     output_dim = 1
     metric = target_metric = "mse"
+    metric_unit = "squared target units"
 
     def arrays(self):
         from sklearn.datasets import make_regression

@@ -12,6 +12,7 @@ from gradclip.tasks import GeneratedSequences
 class TemporalOrder(GeneratedSequences):
     input_dim, output_dim = 6, 4
     metric = "accuracy"
+    higher_is_better, metric_unit, metric_upper = True, "fraction correct", 1.0
 
     def sample(self, gen, n: int):
         import torch
