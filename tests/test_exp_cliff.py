@@ -1,4 +1,4 @@
-"""experiments/cliff.py: its rules both ways on synthetic tables, its tables on simulated runs, its figures."""
+"""experiments/cliff/: its rules both ways on synthetic tables, its tables on simulated runs, its figures."""
 
 import numpy as np
 import pandas as pd

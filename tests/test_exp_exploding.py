@@ -1,4 +1,4 @@
-"""experiments/exploding.py: its rules both ways on synthetic tables, its tables on a synthetic sweep, its figures."""
+"""experiments/exploding/: its rules both ways on synthetic tables, its tables on a synthetic sweep, its figures."""
 
 import numpy as np
 import pandas as pd
