@@ -59,6 +59,8 @@ class Verdict:
 class Figure:
     name: str  # file name, e.g. "threshold_final.png"
     caption: str
+    claim: str = ""  # the claim card it belongs in (default: the card of a verdict naming it, else the experiment's
+    # first claim)
 
 
 def median_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:

@@ -168,3 +168,23 @@ def test_verdict_words(kind, low, high, word):
     (["supported", "contradicted"], "every", "setup-dependent")])
 def test_aggregation_follows_the_rows_quantifier(words, quantifier, expected):
     assert rules.across(words, quantifier) == expected
+
+
+def test_holm_runs_over_every_test_of_a_claim_not_per_row():
+    """Two rows of one claim on two setups: four tests in one family. p = 0.02 passes 0.05 alone but not Holm's
+    0.05 / 4 for the smallest; another claim's tests are a family of their own."""
+    rows = pd.DataFrame([{"claim": "C5", "row": r, "setup": s, "block": "decide", "verdict": "supported", "p": 0.02,
+                          "note": ""} for r in ("r1", "r2") for s in ("s1", "s2")]
+                        + [{"claim": "C6", "row": "r3", "setup": "s1", "block": "decide", "verdict": "supported",
+                            "p": 0.02, "note": ""}])
+    found = rules.holm(rows)
+    assert (found[found.claim == "C5"].verdict == "undecided").all()
+    assert "Holm over the claim's 4 tests" in found.note.iloc[0]
+    assert found[found.claim == "C6"].verdict.iloc[0] == "supported"
+
+
+def test_divergence_is_read_at_three_factors(made):
+    _, tables = made
+    rows = tables["rows"]
+    note = rows[(rows.row == "a very small lr avoids divergence") & (rows.setup == "charlm_lstm")].note.iloc[0]
+    assert note.startswith("diverged a/b at 3 x:") and "5 x:" in note and "10 x:" in note

@@ -68,18 +68,25 @@ def interval_figure(shown: pd.DataFrame, final: pd.Series, path: Path) -> None:
     save_figure(fig, path)
 
 
+def panels(setups: list[str], height: float):
+    """A figure with one panel per setup, three to a row (the grid follows the number of setups)."""
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(setups))
+    fig, axes = plt.subplots(math.ceil(len(setups) / cols), cols, figsize=(5.2 * cols, height * math.ceil(
+        len(setups) / cols)), squeeze=False)
+    for ax in axes.flat[len(setups):]:
+        ax.set_visible(False)
+    return fig, list(zip(axes.flat, setups))
+
+
 def tuning_figure(tuning: pd.DataFrame, choices: pd.DataFrame, out_dir: Path) -> Figure:
     """Median validation metric against lr per arm, one panel per setup (as many panels as setups)."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker as ticker
 
-    setups = [s for s in SETUPS if s in set(tuning.setup)]
-    cols = min(3, len(setups))
-    rows = math.ceil(len(setups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.4 * rows), squeeze=False)
-    for ax in axes.flat[len(setups):]:
-        ax.set_visible(False)
-    for ax, setup in zip(axes.flat, setups):
+    fig, grid = panels([s for s in SETUPS if s in set(tuning.setup)], 4.4)
+    for ax, setup in grid:
         part = tuning[tuning.setup == setup]
         metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
         bad = []
@@ -113,24 +120,17 @@ def tuning_figure(tuning: pd.DataFrame, choices: pd.DataFrame, out_dir: Path) ->
     path = out_dir / "tuned_tuning.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return Figure(path.name, f"Tuning: median final validation metric over {len(TUNING_SEEDS)} seeds per lr, for "
-                  "each arm's chosen configuration (arms drawn a little apart so that equal values stay visible); x = "
+    return Figure(path.name, claim="C5", caption=f"Tuning: median final validation metric over {len(TUNING_SEEDS)} "
+                  "seeds per lr, for each arm's chosen configuration (arms drawn a little apart so that equal values stay visible); x = "
                   "at least one seed diverged at that lr (drawn at the worse edge); ring = the chosen lr.")
 
 
 def curves_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
     """Each tuned arm's test curve per setup: median and the range between the 25th and 75th percentiles over the
     deciding seeds; x where a run diverged (its last evaluation)."""
-    import matplotlib.pyplot as plt
-
     main = decided[decided.arm.isin(["none", "norm1", "norm_tuned"]) & (decided.same_as == "")]
-    setups = [s for s in SETUPS if s in set(main.setup)]
-    cols = min(3, len(setups))
-    rows = math.ceil(len(setups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
-    for ax in axes.flat[len(setups):]:
-        ax.set_visible(False)
-    for ax, setup in zip(axes.flat, setups):
+    fig, grid = panels([s for s in SETUPS if s in set(main.setup)], 4.0)
+    for ax, setup in grid:
         part = main[main.setup == setup]
         metric, higher = part.metric.iloc[0], bool(part.higher.iloc[0])
         for arm, runs in part.groupby("arm", sort=False):
@@ -151,7 +151,9 @@ def curves_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
                       f"{'higher' if higher else 'lower'} is better")
         ax.legend(fontsize=9)
     save_figure(fig, out_dir / "tuned_curves.png")
-    return Figure("tuned_curves.png", "Training curves of the tuned arms on the deciding seeds: held-out test metric "
-                  "per evaluation, median (line) and 25th-75th percentile band over the runs that did not diverge; x = "
+    return Figure("tuned_curves.png", claim="C7", caption="Training curves of the tuned arms on the deciding seeds: "
+                  "held-out test metric per evaluation, median (line) and 25th-75th percentile band over the runs that did not diverge; x = "
                   "a diverged run's last evaluation. Arms that share their runs with another are drawn once. The "
-                  "offline W&B runs of every job lie in results/runs/tuned/<stage>/<job>/wandb when logger=wandb.")
+                  "runs' own files (metrics.csv per step, summary.json) are under results/runs/tuned/<stage>/ after make "
+                  "reproduce; a single run with its W&B page: python run.py setup=<setup> clip=<clip> (logger=wandb, "
+                  "offline).")
