@@ -128,7 +128,7 @@ def tuning_figure(tuning: pd.DataFrame, choices: pd.DataFrame, out_dir: Path) ->
 def curves_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
     """Each tuned arm's test curve per setup: median and the range between the 25th and 75th percentiles over the
     deciding seeds; x where a run diverged (its last evaluation)."""
-    main = decided[decided.arm.isin(["none", "norm1", "norm_tuned"]) & (decided.same_as == "")]
+    main = decided[decided.arm.isin(["none", "norm1", "norm_tuned"]) & (decided.same_as.fillna("") == "")]
     fig, grid = panels([s for s in SETUPS if s in set(main.setup)], 4.0)
     for ax, setup in grid:
         part = main[main.setup == setup]

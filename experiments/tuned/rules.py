@@ -251,7 +251,7 @@ def analyse(decided: pd.DataFrame, choices: pd.DataFrame, rows: list[Row] = ROWS
                 one, two = paired(part, setup, row.a, row.b)
                 base = {"claim": row.claim, "row": row.label, "setup": setup, "block": block, "a": row.a, "b": row.b,
                         "kind": row.kind, "quantifier": row.quantifier}
-                same = (set(one.same_as) - {""}) | (set(two.same_as) - {""}) if len(one) and len(two) else set()
+                same = {str(x) for x in [*one.same_as, *two.same_as] if isinstance(x, str) and x}
                 if one.empty or two.empty:
                     out.append({**base, "verdict": "not tested", "note": "arm not run (no clip's tuned lr is not "
                                 "below norm 1's)" if "none_at_clip_lr" in (row.a, row.b) else "arm not run"})
