@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) run.py -m clip=none,norm1 seed=0,1,2,3
+	$(PY) run.py -m clip=none,norm1
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"
