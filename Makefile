@@ -19,10 +19,11 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) run.py -m clip=none,norm1 seed=0,1,2,3
+	$(PY) run.py -m clip=none,norm1
 
+# One pytest worker per core (pytest-xdist; -n auto = the cores here), each test sent to whichever worker is free.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n auto --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

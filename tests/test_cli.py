@@ -91,9 +91,10 @@ class _Collect(HTMLParser):
 
 
 def test_main_job_end_to_end(tmp_path):
-    """`python run.py -m clip=none,norm1` with a few steps: job dirs, report.md/html, an offline W&B run per job."""
+    """`python run.py -m clip=none,norm1` with a few steps and one seed (not the default 4): job dirs, report.md/html,
+    an offline W&B run per job."""
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", "clip=none,norm1", "steps=12", "eval_every=4", "logger.mode=offline",
+    result = run_cli("-m", "clip=none,norm1", "seed=0", "steps=12", "eval_every=4", "logger.mode=offline",
                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for job in ("0", "1"):
@@ -121,7 +122,7 @@ def test_main_job_end_to_end(tmp_path):
 def test_diverging_sweep_still_gets_its_report(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "task=regression", "model=mlp", "optim.lr=1000,0.0001", "steps=15", "eval_every=5",
-                     "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                     "seed=0", "logger=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((sweep / "0" / "summary.json").read_text())["diverged"] is True
     assert json.loads((sweep / "1" / "summary.json").read_text())["diverged"] is False

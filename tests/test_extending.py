@@ -58,7 +58,7 @@ def test_the_new_components_train_through_run_py(extended, tmp_path):
     copy, _, _ = extended
     sweep = tmp_path / "sweep"
     result = run(copy, "-m", "task=moons", "model=linear", "clip=normalize,none", "optim=adamw", "optim.lr=0.05",
-                 "steps=30", "eval_every=10", "diag_every=1", f"hydra.sweep.dir={sweep}")
+                 "seed=0", "steps=30", "eval_every=10", "diag_every=1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(2)]
     assert [(s["task"], s["model"], s["clip_method"], s["optim"], s["status"]) for s in summaries] == [

@@ -138,6 +138,7 @@ def check_schema(results, names):
             assert list(pd.read_csv(fresh).columns) == list(pd.read_csv(committed).columns), committed
 
 
+@pytest.mark.slow  # covered by the slow tiny run of every experiment; cliff's sweep report: test below
 def test_tiny_cliff_run_gives_the_committed_tables(tmp_path):
     done = reproduce("cliff", "--results", str(tmp_path), "--override", "steps=5")
     assert done.returncode == 0, done.stderr

@@ -111,7 +111,7 @@ def test_a_crashing_job_is_recorded_and_the_sweep_and_report_complete(tmp_path):
 def test_config_strings_are_text_in_the_report(tmp_path):
     sweep = tmp_path / "sweep"
     evil = "<script>alert(1)</script>"
-    result = run_cli("-m", f"setup_name='{evil}',plain", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    result = run_cli("-m", f"setup_name='{evil}',plain", "seed=0", *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = (sweep / "report" / "report.html").read_text()
     assert "<script" not in page and "setup_name=&#x27;&lt;script&gt;alert(1)&lt;/script&gt;&#x27;" in page
@@ -184,12 +184,45 @@ def test_ctrl_c_stops_a_population_sweep_at_once_with_one_line(tmp_path, group):
     """Three populations on two workers. From a terminal the SIGINT reaches every process; sent to the command
     alone, the command passes it on. Either way: one line, no traceback from a worker, no population started after."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "model.width=25,26,27", "task=digits", "model=mlp", "optim.lr=0.1", "steps=100000",
+    args = ["-m", "model.width=25,26,27", "seed=0", "task=digits", "model=mlp", "optim.lr=0.1", "steps=100000",
             "checkpoint_every=20", "logger=none", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
     code, stderr = interrupt(args, sweep / "0" / "checkpoint.pt", tmp_path, group)
     assert code == 130 and len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.strip() == f"interrupted; resume with: {shlex.join([sys.executable, str(ROOT / 'run.py'), *args])}"
     assert not list(sweep.glob("*/summary.json"))
+
+
+def planned_jobs(*overrides: str) -> list[list[str]]:
+    """The jobs `python run.py -m OVERRIDES` launches (the list the sweeper and the callback share)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from gradclip.callbacks import sweep_job_overrides
+    from gradclip.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = GlobalHydra.instance().config_loader().load_configuration("config", list(overrides), RunMode.MULTIRUN)
+        return sweep_job_overrides(cfg)
+
+
+def test_a_sweep_runs_seeds_0_to_3_per_arm_unless_it_names_its_seeds(tmp_path):
+    """The mission's command runs 4 seeds per arm (the order `make run` had with seed=0,1,2,3); any seed= given
+    wins; experiments (their own params) and jobs files keep exactly their jobs."""
+    assert planned_jobs("clip=none,norm1") == [[f"clip={clip}", f"seed={seed}"]
+                                               for clip in ("none", "norm1") for seed in range(4)]
+    assert planned_jobs("clip=none,norm1", "seed=7") == [["clip=none", "seed=7"], ["clip=norm1", "seed=7"]]
+    assert len(planned_jobs("clip=none,norm1", "seed=1,2")) == 4
+    assert len(planned_jobs("clip=none,norm1", 'hydra.sweeper.params={optim.lr:"1,2"}')) == 4  # params: no defaults
+    counts = {name: len(planned_jobs(f"+experiment={name}"))
+              for name in ("calibration", "cliff", "direction", "exploding", "smoothness", "tuned")}
+    assert counts == {"calibration": 10, "cliff": 18, "direction": 60, "exploding": 16, "smoothness": 18, "tuned": 1}
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump([["seed=3"], ["clip=norm1"]]))
+    assert planned_jobs(f"hydra.sweeper.jobs_file={jobs}") == [["seed=3"], ["clip=norm1"]]
+    assert planned_jobs("+experiment=tuned", f"hydra.sweeper.jobs_file={jobs}") == [
+        ["+experiment=tuned", "seed=3"], ["+experiment=tuned", "clip=norm1"]]
 
 
 def test_slurm_example_config_composes(monkeypatch):

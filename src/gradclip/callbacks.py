@@ -21,9 +21,17 @@ from gradclip.files import write_json
 from gradclip.sweep import check_folder, compose_job, failed_runs, job_config, stamp
 
 
+def default_params(config: DictConfig) -> dict:
+    """``hydra.sweeper.default_params`` (conf/config.yaml: seed 0,1,2,3): what a -m sweep of the command line alone
+    also sweeps, for each key the command line does not set. A sweep with params of its own, an experiment
+    (``+experiment=NAME``: its ``hydra.sweeper.params`` are all its jobs) or a jobs file gets none of them."""
+    return dict(config.hydra.sweeper.get("default_params") or {})
+
+
 def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     """The overrides of every job the sweep launches, in order: the basic sweeper's product of the command line and
-    ``hydra.sweeper.params``; or, with ``hydra.sweeper.jobs_file``, the command line's then each listed job's."""
+    ``hydra.sweeper.params`` (without params, after it the ``default_params`` the command line does not set); or,
+    with ``hydra.sweeper.jobs_file``, the command line's then each listed job's."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     params = config.hydra.sweeper.get("params") or {}
@@ -32,6 +40,11 @@ def sweep_job_overrides(config: DictConfig) -> list[list[str]]:
     jobs_file = config.hydra.sweeper.get("jobs_file")
     if jobs_file is None:
         parsed = parser.parse_overrides([f"{key}={value}" for key, value in params.items()] + task)
+        if not params and "experiment" not in config.hydra.runtime.choices:  # a sweep of the command line alone:
+            # the defaults it does not set (seed=0,1,2,3), after it
+            given = {o.key_or_group for o in parsed}
+            parsed += parser.parse_overrides([f"{key}={value}" for key, value in default_params(config).items()
+                                              if key not in given])
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     key = f"hydra.sweeper.jobs_file={jobs_file}"
     sweeps = [o.input_line for o in parser.parse_overrides(task) if o.is_sweep_override()]
