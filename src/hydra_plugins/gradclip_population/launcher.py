@@ -18,8 +18,6 @@ import math
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
@@ -101,40 +99,6 @@ def init_worker(steps) -> None:
 
     signal.signal(signal.SIGINT, on_interrupt)
     gradclip.training.shared_steps = steps
-    # tqdm's default lock is a multiprocessing RLock: a semaphore registered with the resource tracker in every
-    # worker; the workers' bars are off (the launcher draws one for the sweep), so a thread lock does
-    tqdm.set_lock(threading.RLock())
-
-
-def stop_workers(pool: ProcessPoolExecutor, futures: list, timeout: float = 30.0) -> None:
-    """Ctrl-C in the launcher: pass it on to every worker (in case only this process got it), then wait, at most
-    ``timeout`` s, until every population has stopped and every worker has exited, so that the workers' and the
-    pool's multiprocessing objects (queues, locks) are released before the command exits. Leaving at once, as
-    ``shutdown(wait=False)`` did, detached the pool: the command could exit before its workers, and the resource
-    tracker then warned on stderr about a leaked semaphore (the one-line Ctrl-C message got two more lines).
-    Once the wait is over, a worker still running is terminated (its checkpoint stays; a rerun resumes it)."""
-    workers = list((pool._processes or {}).values())
-    for future in futures:
-        future.cancel()  # not started yet: never starts (started ones see the interrupt and return)
-    for worker in workers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            wait(futures, timeout=max(0.0, deadline - time.monotonic()))
-            break
-        except KeyboardInterrupt:  # a second Ctrl-C while waiting: keep waiting for the bounded time
-            continue
-    manager = pool._executor_manager_thread
-    pool.shutdown(wait=False)  # its manager thread ends the workers once their populations are done
-    for worker in workers:
-        worker.join(max(0.0, deadline - time.monotonic()))
-        if worker.is_alive():
-            worker.terminate()
-            worker.join(5)
-    if manager is not None:
-        manager.join(5)
 
 
 def train_population(jobs: list[Job]) -> list:
@@ -212,7 +176,10 @@ class PopulationLauncher(Launcher):
                     bar.update(steps.value - bar.n)
                 results = [future.result() for future in futures]
             except KeyboardInterrupt:  # the workers stop too, and exit as usual; a rerun resumes from the checkpoints
-                stop_workers(pool, futures)
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():  # in case only this process got the Ctrl-C
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGINT)
                 raise
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
         return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i],
