@@ -128,7 +128,8 @@ def test_main_job_end_to_end(tmp_path):
     parser.feed((report / "report.html").read_text())
     text = " ".join(parser.text)
     assert "clip=none" in text and "clip=norm1" in text and parser.images == 4
-    assert md.splitlines()[2] == "## The answer" and "Warning: n = 1 per arm" in md  # one seed: said plainly
+    assert md.splitlines()[3] == "## The answer" and "Warning: n = 1 per arm" in md  # one seed: said plainly
+    assert md.startswith("# clip=norm1 vs clip=none on charlm / lstm, 1 seed each\n*How to read this: ")
     hint = next(line for line in result.stdout.splitlines() if line.startswith("W&B runs are offline"))
     runs = sorted(glob.glob(hint.split("wandb sync ")[1]))  # the printed pattern finds every job's offline run
     assert len(runs) == 2 and all(Path(run).name.startswith("offline-run-") for run in runs)

@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from gradclip.files import write_atomic
-from gradclip.report.answer import answer
+from gradclip.report.answer import answer, how_to_read, title as title_of
 from gradclip.report.figures import make_figures
 from gradclip.report.load import load_runs
 from gradclip.report.tables import describe, group_table, html_table, markdown_table, md_text, run_table
 from gradclip.sweep import failed_runs
+
+
+
+def strong(line: str) -> str:
+    """A line of the answer as HTML: escaped, its **emphasis** as <strong>."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(line))
 
 
 def build_report(folder: str | Path) -> Path:
@@ -32,8 +39,21 @@ def build_report(folder: str | Path) -> Path:
             raise
         runs = steps = None
     out = folder / "report"
-    title = f"gradclip report: {folder.name}"
-    md, body = [f"# {title}", ""], [f"<h1>{html.escape(title)}</h1>"]
+    title = title_of(runs) if runs is not None else f"gradclip report: {folder.name}"
+    md, body = [f"# {title}"], [f"<h1>{html.escape(title)}</h1>"]
+    if runs is not None:  # right under the title: an experiment's claims (experiments/callback.py) go after md[:2]
+        how = how_to_read(runs)
+        md += [f"*{md_text(how)}*"]
+        body += [f'<p class="how">{html.escape(how)}</p>']
+    md += [""]
+    if runs is not None:
+        lines = answer(runs)  # first: what the sweep says about its question, before how it was run
+        if lines:
+            md += ["## The answer", "", *[part for line in lines for part in (md_text(line), "")]]
+            body += ["<h2>The answer</h2>", *[f"<p>{strong(line)}</p>" for line in lines]]
+        intro = describe(runs)
+        md += ["## How it was run", "", *[f"- {md_text(line)}" for line in intro], ""]
+        body += ["<h2>How it was run</h2>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>"]
     if not failed.empty:
         note = (f"{len(failed)} job(s) did not finish; they are not in the tables and figures below. A failed job's "
                 "traceback is in its summary.json; rerunning the same command reruns it (finished jobs are skipped).")
@@ -41,19 +61,13 @@ def build_report(folder: str | Path) -> Path:
         body += ["<h2>Failed or unfinished runs</h2>", f"<p>{html.escape(note)}</p>", html_table(failed)]
     if runs is not None:
         figures = make_figures(runs, steps, out / "figures")
-        intro = describe(runs)
         groups, per_run = group_table(runs), run_table(runs)
-        cell = "Cells: median [min, max] over seeds."
-        md[2:2] = [*[f"- {md_text(line)}" for line in intro], ""]
+        cell = ("Cells: the median over the group's seeds [lowest, highest seed]; a median is not a value any one run "
+                "had.")
         md += ["## Summary by group", "", cell, "", markdown_table(groups), "", "## Figures", ""]
         for fig in figures:
             md += [f"![{fig.caption}](figures/{fig.name})", "", f"*{fig.caption}*", ""]
         md += ["## Every run", "", markdown_table(per_run), ""]
-        body[1:1] = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in intro) + "</ul>"]
-        lines = answer(runs)  # first: what the sweep says about its question, before how it was run
-        if lines:
-            md[2:2] = ["## The answer", "", *[part for line in lines for part in (md_text(line), "")]]
-            body[1:1] = ["<h2>The answer</h2>", *[f"<p>{html.escape(line.replace('**', ''))}</p>" for line in lines]]
         body += ["<h2>Summary by group</h2>", f"<p>{html.escape(cell)}</p>", html_table(groups), "<h2>Figures</h2>"]
         for fig in figures:
             encoded = base64.b64encode((out / "figures" / fig.name).read_bytes()).decode("ascii")
@@ -63,7 +77,7 @@ def build_report(folder: str | Path) -> Path:
     write_atomic(out / "report.md", "\n".join(md))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}"
-             "th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}")
+             "th{background:#eee}p.how{color:#555;margin-top:-0.5em}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     write_atomic(out / "report.html", page)

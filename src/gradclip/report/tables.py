@@ -10,27 +10,33 @@ import pandas as pd
 
 
 def seed_text(runs: pd.DataFrame) -> str:
+    """'4 seeds' (or '3-4 seeds' when groups differ)."""
     counts = runs.groupby("group").size()
     n = counts.iloc[0] if counts.nunique() == 1 else f"{counts.min()}-{counts.max()}"
     return f"{n} seed{'s' if str(n) != '1' else ''}"
 
 
-def _num(value, digits: int = 3) -> str:
+def num(value, digits: int = 3) -> str:
+    """A number as a reader reads it: ``digits`` significant digits, no e-notation from 0.001 up (250, not 2.5e+02)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
-    return f"{value:.{digits}g}"
+    if value == 0 or abs(value) < 1e-3:
+        return f"{value:.{digits}g}"
+    text = f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _spread(values: pd.Series, digits: int = 3) -> str:
+def spread(values: pd.Series, digits: int = 3) -> str:
+    """'median [lowest, highest]' of the finite values (one value alone; '–' for none)."""
     values = pd.to_numeric(values, errors="coerce")
     values = values[np.isfinite(values)]
     if not len(values):
         return "–"
     if len(values) == 1:
-        return _num(float(values.iloc[0]), digits)
-    return f"{_num(float(values.median()), digits)} [{_num(float(values.min()), digits)}, {_num(float(values.max()), digits)}]"
+        return num(float(values.iloc[0]), digits)
+    return f"{num(float(values.median()), digits)} [{num(float(values.min()), digits)}, {num(float(values.max()), digits)}]"
 
 
 def group_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -41,16 +47,17 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
         target = part.target.iloc[0]
         rows.append({
             "group": group, "runs": len(part),
-            f"final {part.metric.iloc[0]} (runs that finished)": _spread(part.final_metric[~part.diverged], 4),
-            f"best {part.metric.iloc[0]}": _spread(part.best_metric, 4),
+            f"final {part.metric.iloc[0]} (runs that did not diverge)": spread(part.final_metric[~part.diverged], 4),
+            f"best {part.metric.iloc[0]} (median of the seeds' best, runs that did not diverge)": spread(
+                part.best_metric[~part.diverged], 4),
             "diverged (at step)": f"{len(diverged)}/{len(part)}" + (
                 f" ({', '.join(str(int(s)) for s in diverged.diverged_step)})" if len(diverged) else ""),
-            f"steps to {part.target_metric.iloc[0]} ≤ {_num(target)}": (
-                f"{_spread(reached)} ({len(reached)}/{len(part)} reached)" if target is not None else "–"),
-            "% steps clipped": _spread(100 * part.clipped_fraction, 3),
-            "median grad norm": _spread(part.grad_norm_median, 2),
-            "loss-spike steps": _spread(part.loss_spikes),
-            "wall time (s)": _spread(part.wall_time_s, 2),
+            f"steps to {part.target_metric.iloc[0]} ≤ {num(target)}": (
+                f"{spread(reached)} ({len(reached)}/{len(part)} reached)" if target is not None else "–"),
+            "% steps clipped": spread(100 * part.clipped_fraction, 3),
+            "median grad norm": spread(part.grad_norm_median, 2),
+            "loss-spike steps": spread(part.loss_spikes),
+            "wall time (s)": spread(part.wall_time_s, 2),
         })
     return pd.DataFrame(rows)
 
@@ -60,14 +67,14 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
         "run": runs.run, "group": runs.group, "seed": runs.seed, "status": [
             f"diverged at {int(s)} ({r})" if d else "ok"
             for d, s, r in zip(runs.diverged, runs.diverged_step, runs.diverged_reason)],
-        "final": runs.final_metric.map(lambda v: _num(v, 4)), "best (step)": [
-            f"{_num(b, 4)} ({_num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
-        "steps to target": runs.steps_to_target.map(_num),
-        "% clipped": (100 * runs.clipped_fraction).map(lambda v: _num(v, 3)),
-        "grad norm median / max": [f"{_num(a, 2)} / {_num(b, 2)}" for a, b in zip(runs.grad_norm_median, runs.grad_norm_max)],
-        "loss-spike steps": runs.loss_spikes.map(_num),
-        "non-finite steps": runs.nonfinite_steps.map(_num),
-        "wall (s)": runs.wall_time_s.map(lambda v: _num(v, 2)),
+        "final": runs.final_metric.map(lambda v: num(v, 4)), "best (step)": [
+            f"{num(b, 4)} ({num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
+        "steps to target": runs.steps_to_target.map(num),
+        "% clipped": (100 * runs.clipped_fraction).map(lambda v: num(v, 3)),
+        "grad norm median / max": [f"{num(a, 2)} / {num(b, 2)}" for a, b in zip(runs.grad_norm_median, runs.grad_norm_max)],
+        "loss-spike steps": runs.loss_spikes.map(num),
+        "non-finite steps": runs.nonfinite_steps.map(num),
+        "wall (s)": runs.wall_time_s.map(lambda v: num(v, 2)),
     })
 
 
@@ -101,7 +108,7 @@ def describe(runs: pd.DataFrame) -> list[str]:
         f"Task {', '.join(runs.task.unique())}; model {', '.join(runs.model.unique())}; optimizer "
         f"{', '.join(sorted({f'{o} lr {l:g}' for o, l in zip(runs.optim, runs.lr)}))}.",
         f"Held-out metric: {first.metric} ({'higher' if first.higher_is_better else 'lower'} is better); "
-        f"target: {first.target_metric} ≤ {_num(first.target)}.",
+        f"target: {first.target_metric} ≤ {num(first.target)}.",
         "Diverged = non-finite loss, loss above the configured multiple of the first step's loss, or too many "
         "non-finite gradients in a row; a diverged run stops there and is kept as a result.",
         f"Loss-spike step = a step whose training loss exceeds the median of the {first.spike_window} losses before "
@@ -116,6 +123,6 @@ def describe(runs: pd.DataFrame) -> list[str]:
         lines.append(f"Runs were trained in populations of up to {int(shared.max())} (the population launcher steps "
                      "them together): a run's wall time is its population's.")
     versions = first.versions if isinstance(first.versions, dict) else {}
-    lines.append(f"Device {first.device}, {first.threads} threads; " +
+    lines.append(f"Device {first.device}, {first.threads} thread{'s' if first.threads != 1 else ''}; " +
                  ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return lines
