@@ -84,9 +84,9 @@ def answer(runs: pd.DataFrame) -> list[str]:
     if len(d) >= 2:
         half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
         better = (d.mean() > 0) == higher
-        lines.append(f"Effect, paired by seed on the {len(d)} seeds where neither diverged: **{name_a} "
-                     f"{'better' if better else 'worse'} by {num(abs(d.mean()))} {metric}** [{signed(d.mean() - half)}"
-                     f", {signed(d.mean() + half)}] (mean of {name_a} − {name_b}, 95 % t-interval"
+        lines.append(f"Effect, paired by seed (same initialisation and batch order) on the {len(d)} seeds where neither "
+                     f"diverged: **{name_a} {'better' if better else 'worse'} by {num(abs(d.mean()))} {metric}** "
+                     f"[{signed(d.mean() - half)}, {signed(d.mean() + half)}] (mean of {name_a} − {name_b}, 95 % t-interval"
                      f"{'; it includes 0, so the direction is not established' if abs(d.mean()) <= half else ''}).")
     else:
         lines.append(f"Effect on the final held-out {metric}: fewer than 2 seeds where neither arm diverged, so no "

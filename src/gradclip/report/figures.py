@@ -165,7 +165,7 @@ def final_figure(runs: pd.DataFrame, path: Path) -> None:
     in a grey band labelled "diverged" beyond the worse edge, apart from the scale of the runs that finished."""
     groups = list(dict.fromkeys(runs.group))
     higher = bool(runs.higher_is_better.iloc[0])
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(groups) + 2) + 2.6, 4.2))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(groups) + 2), 4.2))
     values = pd.to_numeric(runs.final_metric, errors="coerce").astype(float)
     basis = values[~runs.diverged & np.isfinite(values)]
     low, high = (basis.min(), basis.max()) if len(basis) else (0.0, 1.0)
@@ -202,8 +202,7 @@ def final_figure(runs: pd.DataFrame, path: Path) -> None:
     if runs.diverged.any():
         handles.append(plt.Line2D([], [], ls="", marker="x", color="black", label="a run that diverged"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: never on a point
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend beside the axes included
     plt.close(fig)
 
 

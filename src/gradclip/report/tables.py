@@ -67,7 +67,8 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
         "run": runs.run, "group": runs.group, "seed": runs.seed, "status": [
             f"diverged at {int(s)} ({r})" if d else "ok"
             for d, s, r in zip(runs.diverged, runs.diverged_step, runs.diverged_reason)],
-        "final": runs.final_metric.map(lambda v: num(v, 4)), "best (step)": [
+        "final": [f"– (diverged; {num(v, 4)} there)" if d else num(v, 4) for v, d in zip(runs.final_metric, runs.diverged)],
+        "best (step)": [
             f"{num(b, 4)} ({num(s)})" for b, s in zip(runs.best_metric, runs.best_step)],
         "steps to target": runs.steps_to_target.map(num),
         "% clipped": (100 * runs.clipped_fraction).map(lambda v: num(v, 3)),
