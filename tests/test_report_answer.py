@@ -65,3 +65,21 @@ def test_title_names_the_comparison_and_how_to_read_says_what_a_median_is():
 
 def test_numbers_are_plain():
     assert [num(250.4, 2), num(0.1234), num(2.50), num(12345.6), num(7)] == ["250", "0.123", "2.5", "12346", "7"]
+
+
+def test_tables_give_a_diverged_run_no_score_and_plain_numbers():
+    from dataclasses import asdict
+
+    from conftest import run_summary
+    from gradclip.report import group_table, run_table
+
+    runs = pd.DataFrame([{**asdict(run_summary(seed=s, diverged=s == 1, diverged_step=4 if s == 1 else None,
+                                                diverged_reason="loss > 5 x initial loss" if s == 1 else None,
+                                                final_metric=34.8 if s == 1 else 2.5 + s, best_metric=6.7 if s == 1
+                                                else 2.4 + s, wall_time_s=250.4)), "run": str(s), "group": "g"}
+                         for s in range(3)])
+    row = group_table(runs).iloc[0]
+    assert row["final loss (runs that did not diverge)"] == "3.5 [2.5, 4.5]"
+    assert row["best loss (median of the seeds' best, runs that did not diverge)"] == "3.4 [2.4, 4.4]"
+    assert row["wall time (s)"] == "250 [250, 250]"
+    assert list(run_table(runs).final) == ["2.5", "– (diverged; 34.8 there)", "4.5"]
