@@ -59,6 +59,8 @@ def test_one_seed_gives_no_interval_and_a_warning():
 def test_title_names_the_comparison_and_how_to_read_says_what_a_median_is():
     runs = arms([2.6, None], [2.2, 2.3])
     assert title(runs) == "clip=norm1 vs clip=none on charlm / lstm, 2 seeds each"
+    three = pd.concat([runs, runs[runs.group == "clip=none"].assign(group="clip=value")])
+    assert title(three) == "3 groups over clip on charlm / lstm, 2 seeds each"
     how = how_to_read(runs)
     assert how.startswith("How to read this: lower bpc is better") and "clip=norm1 − clip=none" in how
 

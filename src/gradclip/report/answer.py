@@ -35,7 +35,8 @@ def title(runs: pd.DataFrame) -> str:
         return f"{pair[0]} vs {pair[1]} on {on}, {seed_text(runs)} each"
     if len(groups) == 1:
         return f"{groups[0]} on {on}, {seed_text(runs)}"
-    return f"{len(groups)} groups ({', '.join(groups)}) on {on}, {seed_text(runs)} each"
+    keys = [part.split("=", 1)[0] for part in groups[0].split(", ")]
+    return f"{len(groups)} groups over {', '.join(keys)} on {on}, {seed_text(runs)} each"
 
 
 def how_to_read(runs: pd.DataFrame) -> str:
