@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from gradclip.config import exit_on_config_error, register_schemas
+from gradclip.help import register_help
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -24,6 +25,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     register_schemas()
+    register_help(Path(__file__).resolve().parent / "conf")
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # config errors come back to us, to be printed on one line
     launcher = [arg.split("=", 1)[1] for arg in sys.argv if arg.startswith("hydra/launcher=")]
     workers = {"-m", "--multirun"} & set(sys.argv) and launcher in ([], ["population"])

@@ -25,7 +25,11 @@ BAD = [  # (overrides, text the one-line message must contain)
     (["optim.lr=0"], "optim.lr=0: must be a number > 0"),
     (["optim.lr=-3"], "optim.lr=-3: must be a number > 0"),
     (["optim.lr=abc"], "optim.lr='abc': must be a number > 0"),
-    (["steps=ten"], "steps: Value 'ten' of type 'str' could not be converted to Integer"),
+    (["steps=ten"], "steps='ten': must be an integer >= 1"),
+    (["seed=abc"], "seed='abc': must be an integer in [0, 4294967295]"),
+    (["clip=none", "clip.threshold=0"], "clip.threshold: clip=none has no setting 'threshold' (its settings: name)"),
+    (["task.batchsize=8"], "task.batchsize: task=charlm has no setting 'batchsize' (its settings: data_dir, level, bptt, "
+                           "batch_size,"),
     (["steps=0"], "steps=0: must be an integer >= 1"),
     (["task.data_dir=/no/such/folder"], "task.data_dir=/no/such/folder: no such folder"),
     (["model=mlp"], "model=mlp: needs a vector task"),
@@ -55,6 +59,8 @@ def test_data_dir_without_train_txt(make_cfg, tmp_path):
     (["-m", "clip=none,nope"], "error: clip=nope: no such option"),
     (["-m", "optim.lr=1,0"], "error: optim.lr=0: must be a number > 0"),
     (["optim.lr=-1"], "error: optim.lr=-1: must be a number > 0"),
+    (["seed=abc"], "error: seed='abc': must be an integer"),
+    (["clip=none", "clip.threshold=0"], "error: clip.threshold: clip=none has no setting 'threshold'"),
 ])
 def test_cli_refuses_before_any_work_and_touches_nothing(tmp_path, args, message):
     sweep = tmp_path / "sweep"
@@ -65,6 +71,18 @@ def test_cli_refuses_before_any_work_and_touches_nothing(tmp_path, args, message
     assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert [p.name for p in sweep.iterdir()] == ["keep.txt"] and (sweep / "keep.txt").read_text() == "earlier results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+
+
+def test_help_lists_every_option_on_disk_and_the_preset_syntax(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("gradclip: ")
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and "=" in line.split()[0]}
+    conf = ROOT / "conf"
+    on_disk = {f"{'+' if p.parts[0] == 'experiment' else ''}{p.parts[0]}={Path(*p.parts[1:]).with_suffix('').as_posix()}"
+               for p in (q.relative_to(conf) for q in conf.glob("*/**/*.yaml")) if p.parts[0] != "hydra"}
+    assert "clip=norm/10" in on_disk and "clip=zclip/nocap" in on_disk and on_disk <= listed
+    assert "GROUP=FOLDER/OPTION" in result.stdout
+    assert [line.endswith("(default)") for line in result.stdout.splitlines() if line.split()[:1] == ["clip=none"]] == [True]
 
 
 @pytest.mark.parametrize("bad", ["clip=nope", "optim.lr=1,0"])  # refused while Hydra composes; by validate
@@ -111,7 +129,8 @@ def test_main_job_end_to_end(tmp_path):
     parser.feed((report / "report.html").read_text())
     text = " ".join(parser.text)
     assert "clip=none" in text and "clip=norm1" in text and parser.images == 4
-    assert md.splitlines()[2] == "## The answer" and "Warning: n = 1 per arm" in md  # one seed: said plainly
+    assert md.splitlines()[3] == "## The answer" and "Warning: n = 1 per arm" in md  # one seed: said plainly
+    assert md.startswith("# clip=norm1 vs clip=none on charlm / lstm, 1 seed each\n*How to read this: ")
     hint = next(line for line in result.stdout.splitlines() if line.startswith("W&B runs are offline"))
     runs = sorted(glob.glob(hint.split("wandb sync ")[1]))  # the printed pattern finds every job's offline run
     assert len(runs) == 2 and all(Path(run).name.startswith("offline-run-") for run in runs)

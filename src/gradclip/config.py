@@ -9,8 +9,9 @@ written or any step is run, and raises ``ConfigError`` with a one-line message.
 
 from __future__ import annotations
 
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -164,9 +165,31 @@ def one_line_error(exc: BaseException) -> str | None:
         return f"{group}={option}: no such option; the options of '{group}' are: {', '.join(exc.options)}"
     cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
+        return _key_error(cause) or f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         return " ".join(str(exc).split("Config search path")[0].split())
+    return None
+
+
+TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
+def _key_error(cause) -> str | None:
+    """'seed='abc': must be an integer ...' for a value of the wrong type; 'clip.threshold: clip=none has no setting
+    'threshold' (its settings: name)' for a key its group option lacks; None for other OmegaConf errors."""
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
+    converted = re.search(r"could not be converted to (\w+)", str(cause.msg))
+    if isinstance(cause, ValidationError) and converted:
+        rules = {f.name: f.metadata["rule"][1] for f in fields(Config) if "rule" in f.metadata}
+        allowed = rules.get(cause.full_key, TYPE_WORDS.get(converted[1], f"of type {converted[1]}"))
+        return f"{cause.full_key}={shown(cause.value)}: must be {allowed}"
+    node, (group, _, key) = cause.parent_node, cause.full_key.rpartition(".")
+    if isinstance(cause, ConfigAttributeError) and "not in struct" in str(cause.msg) and group in Config.__annotations__:
+        target = str(node.get("_target_", ""))
+        option = node.get("name") or (optimizer_name(node) if group == "optim" else target.split(".")[-2])
+        settings = ", ".join(k for k in node if k != "_target_")
+        return f"{cause.full_key}: {group}={option} has no setting '{key}' (its settings: {settings})"
     return None
 
 
