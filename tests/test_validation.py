@@ -17,11 +17,11 @@ from gradclip.tasks.charlm import load_corpus
 
 from conftest import ROOT, run_cli
 
-GROUPS = ("task", "model", "clip", "optim", "logger")
+GROUPS = ("task", "model", "clip", "optim", "schedule", "logger")
 OPTIONS = [f"{group}={path.relative_to(ROOT / 'conf' / group).with_suffix('')}" for group in GROUPS + ("setup",)
            for path in sorted((ROOT / "conf" / group).rglob("*.yaml"))]
 EXPERIMENTS = [f"+experiment={path.stem}" for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))]
-COMPONENTS = ("task", "model", "clip", "logger")  # optim: torch's own class, checked by OPTIM_RULES
+COMPONENTS = ("task", "model", "clip", "schedule", "logger")  # optim: torch's own class, checked by OPTIM_RULES
 
 
 def component_classes(make_cfg) -> dict[str, type]:
