@@ -212,7 +212,7 @@ def gpt_step() -> dict:
     for r in range(GPT_ROUNDS):
         rounds.append({side: sides[side](r) for side in list(sides)[:: 1 if r % 2 == 0 else -1]})
     load = os.getloadavg()[0]
-    return {"bare": statistics.median(b["bare"] for b in rounds), "suite": statistics.median(b["suite"] for b in rounds),
+    return {**{side: statistics.median(b[side] for b in rounds) for side in sides},
             "ratio": statistics.median(b["suite"] / b["bare"] for b in rounds), "load": load,
             "tokens": cfg.task.batch_size * cfg.task.bptt}
 

@@ -3,8 +3,8 @@
 ``conf/config.yaml`` starts from ``Config`` (stored in Hydra's ConfigStore as ``schema_config``), so Hydra rejects
 unknown top-level keys and values of the wrong type while it composes. Each group option (task, model, clip,
 schedule, logger) is a component that checks itself (``gradclip.component``); the optimizer is torch's own class,
-named by its yaml's ``_target_`` and checked here by ``OPTIM_RULES``. ``validate`` runs every check before any file is
-written or any step is run, and raises ``ConfigError`` with a one-line message.
+named by its yaml's ``_target_`` and checked here by ``OPTIM_RULES``. ``validate`` runs every check before any file
+is written or any step is run, and raises ``ConfigError`` with a one-line message.
 """
 
 from __future__ import annotations
