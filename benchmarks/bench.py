@@ -1,7 +1,8 @@
-"""`make bench`: the plain loop against the suite on one reference sweep, clip overhead, LSTM against matmul peak.
+"""`make bench`: the plain loop against the suite on one reference sweep, clip overhead, LSTM against matmul peak,
+the suite's GPT step against a bare nanoGPT-style loop.
 
 Prints a table and writes benchmarks/RESULTS.md. Exit status 0 whether the targets are met or not (the table says).
-    python benchmarks/bench.py [--suite-args "hydra/launcher=joblib"] [--repeats 2] [--report-only]
+    python benchmarks/bench.py [--suite-args "hydra/launcher=joblib"] [--repeats 2] [--report-only | --gpt-only]
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import clip_grad_norm_
 
+from gradclip.component import typed
 from gradclip.config import parts
 from gradclip.files import write_atomic
-from gradclip.training import build_optimizer
+from gradclip.sweep import Job
+from gradclip.training import build_optimizer, run_jobs
 from plain_loop import SETUPS, STABLE_LR, compose_setup
 
 SUITE_ARGS = ["hydra/launcher=population"]  # how the suite side (b) is launched: the sweep executor under test
@@ -38,6 +43,7 @@ RUNS = SEEDS * len(REGIMES.split(","))
 BUDGET_S = 9 * 60  # no further a/b repeat is started when it would end after this
 TARGET_RATIO, TARGET_OVERHEAD, TARGET_PEAK = 2.5, 0.02, 0.70
 BLOCKS, BLOCK_STEPS = 20, 10  # clip overhead: rounds of one block of steps per variant
+GPT_ROUNDS, GPT_STEPS, TARGET_GPT = 6, 40, 1.1  # GPT step: rounds of one block of steps per side; suite / bare
 
 
 def log(message: str) -> None:
@@ -123,7 +129,7 @@ def clip_overhead(setup: str) -> dict:
     task.setup(torch.device("cpu"))
     model = model.build(task)
     params = list(model.parameters())
-    optimizer = build_optimizer(cfg.optim, params)
+    optimizer = build_optimizer(cfg.optim, model)
     clipper.prepare(seed=0, exclude=set())
     variants = {"none": lambda: None, "clip_grad_norm_": lambda: clip_grad_norm_(model.parameters(), 1.0),
                 "Clipper": lambda: clipper(params, measure=False), "none, 1 thread": lambda: None}
@@ -157,6 +163,58 @@ def clip_overhead(setup: str) -> dict:
     overheads = {name: statistics.median(statistics.median(b[name]) / statistics.median(b["none"]) for b in rounds) - 1
                  for name in ("clip_grad_norm_", "Clipper")}
     return {"step": without, "overhead": overheads, "tensors": len(params)}
+
+
+def gpt_step() -> dict:
+    """Median seconds of a training step of setup=charlm_gpt (clip=norm1), one thread: (b) the suite's, one run
+    trained by ``run_jobs`` (its step time, as its summary reports it: batch to optimizer step, logging excluded), and
+    (a) a bare nanoGPT-style loop on the same model class, batch, AdamW groups and schedule (set lr, batch, forward,
+    cross-entropy, backward, ``clip_grad_norm_``, step, ``loss.item()``). GPT_ROUNDS rounds of GPT_STEPS steps per
+    side, order alternating; ratio = median over rounds of (suite median / bare median)."""
+    overrides = ["clip=norm1", "threads=1", f"steps={GPT_STEPS}", f"eval_every={GPT_STEPS}", "checkpoint_every=0"]
+    cfg = compose_setup("charlm_gpt", *overrides)
+    torch.set_num_threads(1)
+    task, model_cfg, _, _ = parts(cfg)
+    task.setup(torch.device("cpu"))
+    schedule = typed("schedule", cfg.schedule)
+
+    def bare(seed: int) -> float:
+        torch.manual_seed(seed)
+        model = model_cfg.build(task)
+        optimizer = build_optimizer(cfg.optim, model)
+        peak, batches, times = optimizer.param_groups[0]["lr"], torch.Generator().manual_seed(seed), []
+        for it in range(GPT_STEPS):
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = peak * schedule.factor(it)
+            x, y = task.batch(batches)
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+            loss.backward()
+            clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss.item()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    def suite(seed: int) -> float:
+        with tempfile.TemporaryDirectory(prefix="gradclip-bench-") as tmp:
+            job = Job(compose_setup("charlm_gpt", *overrides, f"seed={seed}"), Path(tmp), "bench", "gpt", [])
+            summary = run_jobs([job])[0]
+            steps = pd.read_csv(Path(tmp) / "metrics.csv")
+        assert summary.steps_run == GPT_STEPS and steps.loss.iloc[1:].notna().all()
+        return summary.step_time_ms_median / 1000
+
+    sides = {"bare": bare, "suite": suite}
+    bare(0), suite(0)  # warm-up
+    rounds = []
+    for r in range(GPT_ROUNDS):
+        rounds.append({side: sides[side](r) for side in list(sides)[:: 1 if r % 2 == 0 else -1]})
+    load = os.getloadavg()[0]
+    return {**{side: statistics.median(b[side] for b in rounds) for side in sides},
+            "ratio": statistics.median(b["suite"] / b["bare"] for b in rounds), "load": load,
+            "tokens": cfg.task.batch_size * cfg.task.bptt}
 
 
 def matmul_gflops(batch: int, hidden: int, repeats: int = 15) -> tuple[dict[int, float], float]:
@@ -296,6 +354,20 @@ def report(m: dict) -> str:
         f"{lstm['flops'] / predicted / 1e9 / peak:.0%} of the peak); it took {1000 * lstm['step']:.1f} ms"
         + (f": the other {1000 * (lstm['step'] - predicted):.1f} ms are element-wise work." if lstm["step"] > predicted
            else ", less: the fused LSTM kernel runs the small products faster than separate `torch.mm` calls."), ""]
+    if "gpt" in m:
+        gpt, ratio = m["gpt"], m["gpt"]["ratio"]
+        lines += [
+            "## GPT step: the suite against a bare nanoGPT-style loop", "",
+            f"setup=charlm_gpt with clip=norm1, {gpt['tokens']} tokens a step, one thread. (a) bare: the loop "
+            "nanoGPT's train.py runs (set the lr, batch, forward, cross-entropy, backward, `clip_grad_norm_`, AdamW "
+            "step, `loss.item()`) on the same model, batch, parameter groups and schedule; (b) the suite: one run "
+            f"trained by `run_jobs`, its summary's median step time (batch to optimizer step). {GPT_ROUNDS} rounds of "
+            f"{GPT_STEPS} steps per side, order alternating; ratio = median over rounds of (suite / bare). Measured "
+            f"{gpt['measured']} at a 1-minute load average of {gpt['load']:.1f} on {os.cpu_count()} cores.", "",
+            f"| bare step (ms, median) | suite step (ms, median) | suite / bare | target ≤ {TARGET_GPT}× |",
+            "|---|---|---|---|",
+            f"| {1000 * gpt['bare']:.1f} | {1000 * gpt['suite']:.1f} | {ratio:.2f}× | "
+            f"{verdict(ratio <= TARGET_GPT, f'{ratio:.2f}×')} |", ""]
     return "\n".join(lines)
 
 
@@ -304,12 +376,18 @@ def main() -> None:
     parser.add_argument("--suite-args", type=shlex.split, default=SUITE_ARGS,
                         help=f"how to launch the suite's sweep (default: {shlex.join(SUITE_ARGS)!r})")
     parser.add_argument("--repeats", type=int, default=2, help="a/b repeats per setup (median reported)")
-    parser.add_argument("--report-only", action="store_true", help=f"rewrite {RESULTS.name} from {RAW.name}, no runs")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--report-only", action="store_true", help=f"rewrite {RESULTS.name} from {RAW.name}, no runs")
+    only.add_argument("--gpt-only", action="store_true", help=f"measure the GPT step alone, into {RAW.name}")
     args = parser.parse_args()
-    if args.report_only:
+    if args.report_only or args.gpt_only:
         if not RAW.is_file():
             parser.error(f"{RAW} does not exist: run the benchmark first")
-        return write_results(json.loads(RAW.read_text()))
+        measured = json.loads(RAW.read_text())
+        if args.gpt_only:
+            measured["gpt"] = measure_gpt()
+            write_atomic(RAW, json.dumps(measured, indent=1, ensure_ascii=False) + "\n")
+        return write_results(measured)
     started = time.perf_counter()
 
     overheads = {}
@@ -333,13 +411,21 @@ def main() -> None:
         + ", ".join(f"{n}: {g:.1f}" for n, g in peaks.items())
         + f" GFLOP/s; recurrent-shape mm {recurrent_mm:.1f}; char-LSTM step {lstm['gflops']:.1f}")
 
+    gpt = measure_gpt()
     rates = throughput(args.suite_args, args.repeats, started)
     measured = {"measured": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "machine": machine(),
                 "command": shlex.join(["python", "benchmarks/bench.py", *sys.argv[1:]]),
                 "seconds": time.perf_counter() - started, "suite_args": args.suite_args, "rates": rates,
-                "overheads": overheads, "peaks": {str(n): g for n, g in peaks.items()}, "lstm": lstm}
+                "overheads": overheads, "peaks": {str(n): g for n, g in peaks.items()}, "lstm": lstm, "gpt": gpt}
     write_atomic(RAW, json.dumps(measured, indent=1, ensure_ascii=False) + "\n")
     write_results(measured)
+
+
+def measure_gpt() -> dict:
+    gpt = {**gpt_step(), "measured": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"}
+    log(f"GPT step: bare {1000 * gpt['bare']:.1f} ms, suite {1000 * gpt['suite']:.1f} ms, suite / bare "
+        f"{gpt['ratio']:.2f} (load {gpt['load']:.1f})")
+    return gpt
 
 
 def write_results(measured: dict) -> None:

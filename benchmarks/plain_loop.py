@@ -27,10 +27,11 @@ STABLE_LR = "optim.lr_scale=0.1"
 
 
 def compose_setup(setup: str, *overrides: str):
-    """The config `python run.py setup=<conf/setup> logger=none <overrides>` would run."""
+    """The config `python run.py setup=<conf/setup> logger=none <overrides>` would run (a name of SETUPS, or of a
+    conf/setup file)."""
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"setup={SETUPS[setup]}", "logger=none", STABLE_LR, *overrides])
+        return compose("config", overrides=[f"setup={SETUPS.get(setup, setup)}", "logger=none", STABLE_LR, *overrides])
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -38,7 +38,8 @@ def test_results_page_says_which_targets_are_met_and_by_how_much_the_others_are_
                           "overhead": {"clip_grad_norm_": 0.01, "Clipper": 0.03 if s == "adding_rnn" else 0.015},
                           "tensors": 6} for s in setups},
         "lstm": {"flops": 1.0e9, "recurrent": 0.6e9, "step": 0.0125, "gflops": 80.0, "recurrent_mm": 50.0,
-                 "timesteps": 64, "shape": "32×128]·[128×512"}}
+                 "timesteps": 64, "shape": "32×128]·[128×512"},
+        "gpt": {"bare": 0.040, "suite": 0.046, "ratio": 1.15, "load": 3.0, "tokens": 1024, "measured": "2026-01-01"}}
     rows = {line.split(" | ")[0].strip("| "): line for line in bench.report(measured).splitlines()
             if f" | {bench.RUNS} × " in line}  # the throughput table
     assert "| 3.00× | met |" in rows["deep_mlp"] and "1.50× | **missed**: the suite would need 1.7× its speed" in rows[
@@ -46,3 +47,4 @@ def test_results_page_says_which_targets_are_met_and_by_how_much_the_others_are_
     page = bench.report(measured)
     assert "| +1.0% | +3.0% | 6 | 3.3 | **missed**: 3.0% |" in page and "| +1.0% | +1.5% | 6 | 3.3 | met |" in page
     assert "**80.0** = 80% of the peak (100.0)" in page and "Target ≥ 70% of the peak: met" in page
+    assert "| 40.0 | 46.0 | 1.15× | **missed**: 1.15× |" in page and "load average of 3.0" in page

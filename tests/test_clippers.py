@@ -185,10 +185,8 @@ def test_local_smoothness_of_a_quadratic_is_its_curvature():
         def forward(self, x):
             return 0.5 * 3.0 * (self.theta ** 2).sum()
 
-    class Task:
-        @staticmethod
-        def loss(out, y):
-            return out
+    def loss(out, y):
+        return out
 
     model = Quadratic()
     before = [theta.detach().clone()]
@@ -196,7 +194,7 @@ def test_local_smoothness_of_a_quadratic_is_its_curvature():
     with torch.no_grad():
         theta -= 0.1 * raw[0]
     after = theta.detach().clone()
-    assert local_smoothness(model, Task, None, None, [theta], before, raw) == pytest.approx(3.0, rel=1e-6)
+    assert local_smoothness(model, loss, None, None, [theta], before, raw) == pytest.approx(3.0, rel=1e-6)
     assert torch.equal(theta.detach(), after)  # the probe puts the parameters back
 
 

@@ -16,7 +16,7 @@ from conftest import ROOT
 
 BLOCK = re.compile(r"```(?:python|yaml)\n# (file|append to): (\S+)\n(.*?)```", re.S)
 EXPECTED = {"src/gradclip/clipping/normalize.py", "conf/clip/normalize.yaml", "src/gradclip/models/linear.py",
-            "conf/model/linear.yaml", "src/gradclip/tasks/moons.py", "conf/task/moons.yaml", "conf/optim/adamw.yaml",
+            "conf/model/linear.yaml", "src/gradclip/tasks/moons.py", "conf/task/moons.yaml", "conf/optim/radam.yaml",
             "experiments/clip_rate.py", "conf/experiment/clip_rate.yaml", "conf/setup/digits_mlp_narrow.yaml"}
 APPENDED = ["experiments/tuned/design.py", "experiments/tuned/design.py"]  # one setup, one row: a line each
 
@@ -57,12 +57,12 @@ def test_each_example_is_one_module_and_one_yaml(extended):
 def test_the_new_components_train_through_run_py(extended, tmp_path):
     copy, _, _ = extended
     sweep = tmp_path / "sweep"
-    result = run(copy, "-m", "task=moons", "model=linear", "clip=normalize,none", "optim=adamw", "optim.lr=0.05",
+    result = run(copy, "-m", "task=moons", "model=linear", "clip=normalize,none", "optim=radam", "optim.lr=0.05",
                  "seed=0", "steps=30", "eval_every=10", "diag_every=1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-2000:]
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(2)]
     assert [(s["task"], s["model"], s["clip_method"], s["optim"], s["status"]) for s in summaries] == [
-        ("moons", "linear", "normalize", "adamw", "ok"), ("moons", "linear", "none", "adamw", "ok")]
+        ("moons", "linear", "normalize", "radam", "ok"), ("moons", "linear", "none", "radam", "ok")]
     assert summaries[0]["model_params"] == {"init_std": 0.01} and summaries[0]["clip_threshold"] == 1.0
     assert all(math.isfinite(s["final_metric"]) and s["final_metric"] > 0.7 for s in summaries)
     steps = pd.read_csv(sweep / "0" / "metrics.csv").query("step > 0")

@@ -4,7 +4,7 @@ import torch
 from conftest import build
 
 COMBOS = [("charlm", "lstm"), ("charlm", "rnn"), ("adding", "rnn"), ("adding", "lstm"), ("temporal_order", "rnn"),
-          ("digits", "mlp"), ("regression", "mlp"), ("digits", "deep_mlp")]
+          ("digits", "mlp"), ("regression", "mlp"), ("digits", "deep_mlp"), ("charlm", "gpt")]
 
 
 @pytest.mark.parametrize("task_name,model_name", COMBOS)

@@ -140,7 +140,7 @@ def test_optimizers_step_every_tensor_at_once_with_the_numbers_of_torchs_loop(op
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(9, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
     copy = [p.detach().clone().requires_grad_() for p in net.parameters()]
-    ours = training.build_optimizer(OmegaConf.create(optim), list(net.parameters()))
+    ours = training.build_optimizer(OmegaConf.create(optim), net)
     reference = type(ours)(copy, **{k: v for k, v in ours.defaults.items() if k != "foreach"}, foreach=False)
     for step in range(50):
         grads = [torch.randn_like(p) for p in copy]

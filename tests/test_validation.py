@@ -11,17 +11,17 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import MISSING, OmegaConf
 
-from gradclip.component import settings
+from gradclip.component import settings, typed
 from gradclip.config import OPTIM_RULES, Config, ConfigError, validate
 from gradclip.tasks.charlm import load_corpus
 
 from conftest import ROOT, run_cli
 
-GROUPS = ("task", "model", "clip", "optim", "logger")
+GROUPS = ("task", "model", "clip", "optim", "schedule", "logger")
 OPTIONS = [f"{group}={path.relative_to(ROOT / 'conf' / group).with_suffix('')}" for group in GROUPS + ("setup",)
            for path in sorted((ROOT / "conf" / group).rglob("*.yaml"))]
 EXPERIMENTS = [f"+experiment={path.stem}" for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))]
-COMPONENTS = ("task", "model", "clip", "logger")  # optim: torch's own class, checked by OPTIM_RULES
+COMPONENTS = ("task", "model", "clip", "schedule", "logger")  # optim: torch's own class, checked by OPTIM_RULES
 
 
 def component_classes(make_cfg) -> dict[str, type]:
@@ -74,6 +74,9 @@ GOOD = [[option] for option in OPTIONS if option.startswith(("setup=", "clip=", 
     ["seed=4294967295"], ["task.level=word", "task.target=1.5"], ["task=digits", "model=mlp", "task.target=0"],
     ["diverge_factor=inf"], ["setup=cliff", "task.goal=0.01", "task.x0=-3", "model.w0=-100"],
     ["logger=wandb", "logger.entity=someone"], ["optim=adam", "optim.betas=[0.5,0.9]"],
+    ["model=gpt", "model.qk_norm=true", "model.z_loss=1e-4", "model.bias=true"], ["schedule=cosine"],
+    ["setup=digits_mlp", "optim=adamw", "schedule=cosine", "schedule.warmup_iters=0", "schedule.min_lr_ratio=1"],
+    ["setup=charlm_lstm", "schedule=cosine", "schedule.warmup_iters=2000"],
 ]
 
 
@@ -83,7 +86,7 @@ def test_shipped_options_and_edge_values_pass_as_given(make_cfg, overrides):
     cfg = make_cfg(*overrides)
     found = validate(cfg)
     for group in COMPONENTS:
-        component = getattr(found, group)
+        component = typed(group, cfg[group]) if group == "schedule" else getattr(found, group)
         assert type(component) is get_class(cfg[group]._target_)
         assert settings(component) == plain(cfg[group]), group
 
@@ -164,6 +167,19 @@ BAD = [  # (overrides, start of the one-line message)
     (["model._target_=gradclip.models.mlp.MLP"], "model.cell: Key 'cell' not in 'MLP'"),
     (["clip._target_=gradclip.nowhere.Clip"], "clip._target_='gradclip.nowhere.Clip': cannot be imported"),
     (["clip._target_=collections.OrderedDict"], "clip._target_='collections.OrderedDict': must name a gradclip component"),
+    (["model=gpt", "model.heads=0"], "model.heads=0: must be an integer >= 1"),
+    (["model=gpt", "model.width=100", "model.heads=3"], "model.width=100: must be a multiple of model.heads=3"),
+    (["model=gpt", "model.dropout=1"], "model.dropout=1.0: must be a number in [0, 1)"),
+    (["model=gpt", "model.z_loss=-1e-4"], "model.z_loss=-0.0001: must be a finite number >= 0 (0 = off)"),
+    (["model=gpt", "model.init_std=0"], "model.init_std=0.0: must be a number > 0"),
+    (["model=gpt", "model.qk_norm=maybe"], "model.qk_norm: Value 'maybe' is not a valid bool"),
+    (["model=gpt", "task=adding"], "model=gpt: needs a language-model task with token inputs (task=charlm), got "
+                                   "task=adding"),
+    (["schedule=cosine", "schedule.warmup_iters=-1"], "schedule.warmup_iters=-1: must be an integer >= 0"),
+    (["schedule=cosine", "schedule.lr_decay_iters=0"], "schedule.lr_decay_iters=0: must be an integer >= 1"),
+    (["schedule=cosine", "schedule.min_lr_ratio=1.5"], "schedule.min_lr_ratio=1.5: must be a number in [0, 1]"),
+    (["schedule=cosine", "schedule.lr_decay_iters=${nope}"], "schedule.lr_decay_iters: Interpolation key 'nope' not"),
+    (["optim=adamw", "optim.weight_decay=-0.1"], "optim.weight_decay=-0.1: must be a finite number >= 0"),
     (["model.cell=transformer"], "model.cell: Invalid value 'transformer', expected one of [lstm, gru, rnn]"),
     (["logger=wandb", "logger.mode=later"], "logger.mode: Invalid value 'later', expected one of [offline, online"),
 ]

@@ -102,7 +102,12 @@ def component_class(group: str, node: DictConfig) -> type:
 def typed(group: str, node: DictConfig) -> Component:
     """The component a composed group node describes, its types, fields and rules checked."""
     cls = component_class(group, node)
-    values = OmegaConf.masked_copy(node, [k for k in node if k != "_target_"])
+    try:  # interpolations (e.g. lr_decay_iters: ${steps}) resolved in the whole config
+        given = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = exc.full_key if str(exc.full_key).startswith(f"{group}.") else f"{group}.{exc.full_key}"
+        raise ConfigError(f"{key}: {str(exc.msg).splitlines()[0]}") from None
+    values = {k: v for k, v in given.items() if k != "_target_"}
     try:
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
     except OmegaConfBaseException as exc:

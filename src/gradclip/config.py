@@ -2,9 +2,9 @@
 
 ``conf/config.yaml`` starts from ``Config`` (stored in Hydra's ConfigStore as ``schema_config``), so Hydra rejects
 unknown top-level keys and values of the wrong type while it composes. Each group option (task, model, clip,
-logger) is a component that checks itself (``gradclip.component``); the optimizer is torch's own class, named by
-its yaml's ``_target_`` and checked here by ``OPTIM_RULES``. ``validate`` runs every check before any file is
-written or any step is run, and raises ``ConfigError`` with a one-line message.
+schedule, logger) is a component that checks itself (``gradclip.component``); the optimizer is torch's own class,
+named by its yaml's ``_target_`` and checked here by ``OPTIM_RULES``. ``validate`` runs every check before any file
+is written or any step is run, and raises ``ConfigError`` with a one-line message.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Config:
     model: Any = MISSING
     clip: Any = MISSING
     optim: Any = MISSING
+    schedule: Any = MISSING
     logger: Any = MISSING
     seed: int = rule(*SEED)
     steps: int = rule(lambda v: v >= 1, "an integer >= 1")
@@ -79,7 +80,7 @@ OPTIM_RULES = {
     "weight_decay": (non_negative, "a finite number >= 0"),
     "betas": (lambda v: len(v) == 2 and all(_fraction(b) for b in v), "two numbers in [0, 1), e.g. [0.9,0.999]"),
     "eps": (positive, "a number > 0"),
-}
+}  # a bool of ours: decay_matrices_only (weight decay on weight matrices alone, as nanoGPT; training.py)
 
 
 def check_optimizer(node: DictConfig) -> None:
@@ -138,6 +139,8 @@ def validate(cfg: DictConfig) -> Parts:
     if task.kind != model.accepts:
         raise ConfigError(f"model={model.name}: needs a {model.accepts} task (got task={task.name}, a {task.kind} "
                           "task)")
+    model.check_task(task)
+    typed("schedule", cfg.schedule)
     if cfg.precision == Precision.fp16 and not model.half_on_cpu and not _cuda_requested(cfg):
         bf16 = "precision=bf16, " if _cpu_runs_bf16() else ""
         raise ConfigError(f"precision=fp16: model={model.name} has no float16 kernels on CPU (oneDNN); use "

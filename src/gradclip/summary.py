@@ -34,7 +34,7 @@ class RunSummary:
     clip_threshold: Optional[float]  # inf = never clips (clip=none too); None = no fixed threshold (adaptive methods)
     clip_params: dict
     optim: str
-    lr: float  # the lr the optimizer used: optim.lr x optim.lr_scale
+    lr: float  # the lr the optimizer used: optim.lr x optim.lr_scale (under a schedule, its peak)
     lr_scale: float
     seed: int
     steps: int

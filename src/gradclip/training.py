@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from torch.nn.utils import get_total_norm
 from tqdm import tqdm
 
-from gradclip.component import settings
+from gradclip.component import settings, typed
 from gradclip.config import optimizer_name, parts
 from gradclip.files import write_atomic, write_json
 from gradclip.logger import RunLogger
@@ -49,13 +49,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(node, params) -> torch.optim.Optimizer:
-    """The yaml's ``_target_`` class with its arguments, at lr = lr x lr_scale (the only place that product is made)."""
+def build_optimizer(node, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The yaml's ``_target_`` class with its arguments for the model's trainable parameters, at lr = lr x lr_scale
+    (the only place that product is made); with ``decay_matrices_only``, in nanoGPT's two groups."""
     from hydra.utils import get_class
 
     kwargs = OmegaConf.to_container(node, resolve=True)
     target, lr, scale = kwargs.pop("_target_"), kwargs.pop("lr"), kwargs.pop("lr_scale")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if kwargs.pop("decay_matrices_only", False):
+        params = decay_groups(model, params)
     return get_class(target)(params, lr=lr * scale, **kwargs)
+
+
+def decay_groups(model: torch.nn.Module, params: list) -> list[dict]:
+    """nanoGPT's parameter groups: weight decay on the weight matrices (dim >= 2) that are not embeddings; none on
+    biases, norms and embeddings (a weight tied to an embedding is one)."""
+    embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
+    rest = [p for p in params if not (p.dim() >= 2 and id(p) not in embeddings)]
+    return [group for group in ({"params": decay}, {"params": rest, "weight_decay": 0.0}) if group["params"]]
 
 
 @functools.cache
@@ -144,6 +157,7 @@ def train(runs: list[Run]) -> None:
         count_steps(len(active))
         for r in active:  # the batch, drawn with the run's own generator: the same data order for every clip setting
             r.t0, r.step, r.step_ms = time.perf_counter(), r.step + 1, math.nan
+            r.set_lr()
             r.optimizer.zero_grad(set_to_none=True)
             r.x, r.y = r.task.batch(r.batches)
         members, first = tuple(r.index for r in active), active[0]
@@ -156,7 +170,7 @@ def train(runs: list[Run]) -> None:
                 for r, out in zip(active, outputs):
                     with recorded(r):
                         r.batched_steps += exact[members]
-                        r.loss = r.task.loss(out, r.y)
+                        r.loss = r.objective(out, r.y)
                         r.row = {"step": r.step, "loss": r.loss.item(), "lr": r.optimizer.param_groups[0]["lr"]}
                         r.check_divergence(r.row["loss"])
             active = [r for r in active if r.result is None]
@@ -184,7 +198,7 @@ def train(runs: list[Run]) -> None:
     count_steps(sum(max(0, r.loop.steps - r.step) for r in runs))  # the steps a diverged or failed run skips
 
 
-def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
+def local_smoothness(model, objective, x, y, params, before, raw_grads) -> float:
     """Zhang et al.'s estimate ||g(mid) - g(prev)|| / ||mid - prev||, mid halfway along the step, on the step's batch.
 
     ``before`` are the parameters before the step, ``raw_grads`` the unclipped gradients there; the parameters are
@@ -195,7 +209,7 @@ def local_smoothness(model, task, x, y, params, before, raw_grads) -> float:
         for p, b, a in zip(params, before, after):
             p.copy_((a + b) / 2)
     model.zero_grad(set_to_none=True)
-    task.loss(model(x), y).backward()
+    objective(model(x), y).backward()
     change = float(get_total_norm([p.grad - g for p, g in zip(params, raw_grads)]))
     distance = float(get_total_norm([(a - b) / 2 for a, b in zip(after, before)]))
     with torch.no_grad():
@@ -235,7 +249,10 @@ class Run:
         self.task = tasks[task_key]
         self.model = self.parts.model.build(self.task).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(cfg.optim, self.params)
+        self.optimizer = build_optimizer(cfg.optim, self.model)
+        self.peak_lr = self.optimizer.param_groups[0]["lr"]
+        self.schedule = typed("schedule", cfg.schedule)
+        self.objective = functools.partial(self.parts.model.loss, self.task)  # the training loss
         self.batches = torch.Generator().manual_seed(cfg.seed)
         self.clipper = self.parts.clip
         output_layer = list(self.model.children())[-1:]  # never clipped by AGC
@@ -274,6 +291,12 @@ class Run:
         self.state["evals"].append((step, scores))
         return {f"val_{k}": v for k, v in scores.items()}
 
+    def set_lr(self) -> None:
+        """The lr of this step's update: the peak times the schedule's factor (1 without a schedule)."""
+        lr = self.peak_lr * self.schedule.factor(self.step - 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def check_divergence(self, loss: float) -> None:
         """A non-finite loss, or one above diverge_factor x the first, ends the run as diverged."""
         state = self.state
@@ -309,7 +332,7 @@ class Run:
         if not skipped:
             state["step_times_ms"].append(self.step_ms)
         if smooth and not skipped:
-            smoothness = local_smoothness(self.model, self.task, self.x, self.y, params, before, raw_grads)
+            smoothness = local_smoothness(self.model, self.objective, self.x, self.y, params, before, raw_grads)
         self.row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
                         clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
                         smoothness=smoothness)
@@ -354,7 +377,7 @@ class Run:
             setup_name=cfg.setup_name, task=task.name, model=model.name, model_params=settings(model),
             clip=clip.name, clip_method=clip.method, clip_threshold=getattr(clip, "threshold", None),
             clip_params=settings(clip), optim=optimizer_name(cfg.optim),
-            lr=self.optimizer.param_groups[0]["lr"], lr_scale=cfg.optim.lr_scale, seed=cfg.seed, steps=cfg.steps,
+            lr=self.peak_lr, lr_scale=cfg.optim.lr_scale, seed=cfg.seed, steps=cfg.steps,
             diverged_reason=state["diverged_reason"], nonfinite_steps=state["nonfinite_steps"],
             step_time_ms_median=float(np.median(state["step_times_ms"])) if state["step_times_ms"] else None,
             group=job.group, name=job.name, overrides=list(job.overrides), device=str(self.device),

@@ -3,7 +3,9 @@ the held-out score is bits per character (perplexity at ``level=word``) on the v
 or the test text (``split=test``). All offline.
 
 The default corpus is the English help text inside this CPython (``pydoc_data.topics``), split 90/5/5 into
-train/validation/test; ``data_dir=DIR`` reads DIR/train.txt, valid.txt[, test.txt] (the WikiText-2 / PTB layout).
+train/validation/test; ``data_dir=DIR`` reads DIR/train.txt, valid.txt[, test.txt] (the WikiText-2 / PTB
+layout), or DIR/input.txt split as nanoGPT splits it: the first 90 % train, the last 10 % validation, which is also
+the test split then (there is no third part). Nothing is downloaded.
 torchtext is not used on purpose (README): its last release is built for torch 2.3 and fails to import with newer
 ones; the tokenizer and vocabulary below are all a character or word model needs.
 """
@@ -76,10 +78,20 @@ def _read_text(path: Path) -> str | None:
 
 
 def read_corpus(data_dir: str) -> dict[str, str]:
-    """The texts of DIR/train.txt, valid.txt and test.txt (if there) by split; ConfigError for a file that won't do."""
+    """The texts of DIR/train.txt, valid.txt and test.txt (if there) by split, or of DIR/input.txt split 90/10 (test =
+    validation); ConfigError for a folder or file that won't do."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"task.data_dir={data_dir}: no such folder (it needs train.txt and valid.txt)")
+        raise ConfigError(f"task.data_dir={data_dir}: no such folder (it needs train.txt and valid.txt, or input.txt)")
+    if (folder / "input.txt").exists():
+        if (folder / "train.txt").exists():
+            raise ConfigError(f"task.data_dir={data_dir}: has both input.txt and train.txt; keep the one to read")
+        try:
+            text = _read_text(folder / "input.txt")
+        except ValueError as exc:
+            raise ConfigError(f"task.data_dir={data_dir}: {exc}") from None
+        cut = int(len(text) * 0.9)  # nanoGPT's data/shakespeare_char/prepare.py
+        return {"train": text[:cut], "valid": text[cut:], "test": text[cut:]}
     splits = {}
     for split in ("train", "valid", "test"):
         try:
@@ -89,7 +101,8 @@ def read_corpus(data_dir: str) -> dict[str, str]:
         if text is not None:
             splits[split] = text
         elif split != "test":
-            raise ConfigError(f"task.data_dir={data_dir}: no {split}.txt in it (needs train.txt and valid.txt)")
+            raise ConfigError(f"task.data_dir={data_dir}: no {split}.txt in it (needs train.txt and valid.txt, or "
+                              "input.txt)")
     return splits
 
 
@@ -104,7 +117,9 @@ def load_corpus(data_dir: str | None) -> tuple[dict[str, str], dict]:
         source = f"pydoc_data.topics (CPython {sys.version.split()[0]}), split 90/5/5"
     else:
         splits = read_corpus(data_dir)
-        source = str(Path(data_dir).expanduser().resolve())
+        folder = Path(data_dir).expanduser().resolve()
+        source = str(folder) + (" (input.txt split 90/10 as nanoGPT; test = validation)"
+                                if (folder / "input.txt").exists() else "")
     digest = hashlib.sha256()
     for name in sorted(splits):
         digest.update(splits[name].encode("utf-8"))
@@ -152,10 +167,12 @@ class CharLM(Task):
                               "scores valid.txt)")
         needs = {"train": (self.bptt + 2, f"for task.bptt={self.bptt}"),
                  self.held_out: (2, "(a token and the next one)")}
+        one_file = (Path(self.data_dir).expanduser() / "input.txt").exists()
         for split, (least, why) in needs.items():
             count = len(tokenize(splits[split], self.level))
             if count < least:
-                raise ConfigError(f"task.data_dir={self.data_dir}: {split}.txt has {count} tokens at "
+                part = f"input.txt's {split} part" if one_file else f"{split}.txt"
+                raise ConfigError(f"task.data_dir={self.data_dir}: {part} has {count} tokens at "
                                   f"task.level={self.level.value}; it needs at least {least} {why}")
 
     def setup(self, device) -> None:
