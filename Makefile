@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate reproduce verify figures screenshots bench clean
+.PHONY: setup run test test-slow test-slurm gpu-check report calibrate reproduce verify figures screenshots bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,15 @@ run: $(STAMP)
 	$(PY) run.py -m clip=none,norm1 seed=0,1,2,3
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not slurm"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow and not slurm"
+
+# hydra/launcher=slurm on a one-node SLURM cluster of this machine (root: installs Debian's slurm-wlm and munge
+# when missing, starts and stops the daemons: tests/slurm/setup.sh). docs/sweeps.md: ~5 minutes.
+test-slurm: $(STAMP)
+	$(PY) -m pytest -m slurm
 
 # Rebuild a sweep's report from its files: make report SWEEP=multirun/<date>/<time>
 report: $(STAMP)
