@@ -38,8 +38,12 @@ report: $(STAMP)
 
 # Every claim experiment: sweeps, tables (results/<name>/*.csv), figures, results/REPORT.md and report.html.
 # Killed, it continues where it stopped when run again (finished runs are kept under results/runs/).
+# SCALE=paper: the exploding and smoothness experiments' char-LSTM runs at conf/preset/charlm_lstm_paper.yaml's
+# scale, into results/paper/ (docs/usage.md: what it runs and what it costs; a GPU or a cluster's job).
+PAPER := exploding smoothness --results results/paper --override hydra.sweeper.params.setup=charlm_lstm \
+         --override +preset=charlm_lstm_paper
 reproduce: $(STAMP)
-	$(PY) experiments/reproduce.py
+	$(PY) experiments/reproduce.py $(if $(filter paper,$(SCALE)),$(PAPER))
 
 # The tuned comparisons' deciding stage again, on a second fresh block of seeds (after `make reproduce`; resumable).
 verify: $(STAMP)
