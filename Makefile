@@ -69,5 +69,10 @@ calibrate: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
+# On a CUDA machine: the gpu-marked tests, a device=auto job, bf16/fp16 gradient norms against fp32, a model step's
+# tokens/s and MFU, into benchmarks/GPU.md (< 8 min). Without CUDA: one line, exit 0.
+gpu-check: $(STAMP)
+	@$(PY) benchmarks/gpu_check.py
+
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
