@@ -6,12 +6,14 @@
    float32's, from the same weights and batches;
 4. a model step (the char-LSTM at conf/preset/charlm_lstm_paper.yaml's shape): tokens/s, and model FLOPs
    utilisation against the GPU's datasheet peak (``PEAKS``, by torch.cuda.get_device_name).
-Without CUDA it says so in one line and exits 0. About 3 minutes on one GPU (set-up excluded).
+Without CUDA it says so in one line and exits 0 (1 where
+nvidia-smi finds a GPU that this torch, a CPU build, cannot use). About 3 minutes on one GPU (set-up excluded).
 """
 
 from __future__ import annotations
 
 import datetime
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,6 +132,10 @@ def run(command: list[str], timeout: int) -> tuple[bool, str]:
 
 def main() -> int:
     if not torch.cuda.is_available():
+        if torch.version.cuda is None and shutil.which("nvidia-smi"):
+            print(f"gpu-check: this machine has an NVIDIA GPU (nvidia-smi) but torch {torch.__version__} is a CPU "
+                  "build; install a CUDA build of the same version into .venv, then run make gpu-check again")
+            return 1
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing to check")
         return 0
     name = torch.cuda.get_device_name(0)

@@ -68,3 +68,11 @@ def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0():
     assert done.stdout.strip().splitlines() == [
         "gpu-check: no CUDA device here (torch.cuda.is_available() is False); nothing to check"]
     assert (report.stat().st_mtime_ns if report.exists() else None) == before  # nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch here has CUDA")
+def test_gpu_check_with_a_gpu_but_a_cpu_build_of_torch_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda command: f"/usr/bin/{command}")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert gpu_check.main() == 1
+    assert "has an NVIDIA GPU (nvidia-smi) but torch" in capsys.readouterr().out
