@@ -84,7 +84,7 @@ class PopulationSlurmLauncher(SlurmLauncher):
                 try:
                     summaries.update(zip(members, task.results()[0]))
                 except (UncompletedJobError, FailedJobError):
-                    log.warning(f"array task {task.job_id} ended without its results ({task.state}); its logs: "
+                    log.warning(f"array task {task.job_id} ended without its results; its logs: "
                                 f"{task.paths.stderr}")
         except KeyboardInterrupt:  # the tasks are cancelled: the same command then resumes them, never twice at once
             for task in tasks:
