@@ -52,15 +52,15 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
-def gradient_norms(device: str, folder: Path) -> dict[str, list[float]]:
-    """The pre-clip gradient norm of each step of the same short job at fp32, bf16 and fp16 on ``device``."""
+def gradient_norms(device: str, folder: Path, precisions=("fp32", "bf16", "fp16")) -> dict[str, list[float]]:
+    """The pre-clip gradient norm of each step of the same short job at each of ``precisions`` on ``device``."""
     import pandas as pd
 
     from gradclip.sweep import Job
     from gradclip.training import run_jobs
 
     norms = {}
-    for precision in ("fp32", "bf16", "fp16"):
+    for precision in precisions:
         overrides = [*NORM_JOB, f"device={device}", f"precision={precision}"]
         (result,) = run_jobs([Job(compose(*overrides), folder / precision, "gpu-check", precision, overrides)])
         if isinstance(result, dict):
@@ -73,7 +73,7 @@ def gradient_norms(device: str, folder: Path) -> dict[str, list[float]]:
 def relative_differences(norms: dict[str, list[float]]) -> dict[str, float]:
     """Each reduced precision's largest relative difference from float32's gradient norm, over the first 3 steps
     (later steps start from weights the precisions have already moved apart)."""
-    return {p: max(abs(a - b) / b for a, b in zip(norms[p][:3], norms["fp32"][:3])) for p in TOLERANCE}
+    return {p: max(abs(a - b) / b for a, b in zip(norms[p][:3], norms["fp32"][:3])) for p in TOLERANCE if p in norms}
 
 
 def lstm_step_flops(batch: int, bptt: int, embedding: int, hidden: int, layers: int, vocab: int) -> float:
@@ -154,7 +154,11 @@ def main() -> int:
         ok &= on_cuda
         lines.append(f"| main job, device=auto, 100 steps | {'on CUDA' if on_cuda else 'FAILED: ' + last} |")
         print("3/4 bf16 and fp16 (GradScaler) gradient norms against float32", flush=True)
-        differences = relative_differences(gradient_norms("cuda", Path(tmp)))
+        bf16 = torch.cuda.is_bf16_supported()
+        if not bf16:
+            lines.append(f"| bf16 | not supported by {name}: not checked |")
+        differences = relative_differences(gradient_norms("cuda", Path(tmp), ("fp32", "bf16", "fp16") if bf16
+                                                          else ("fp32", "fp16")))
     for precision, difference in differences.items():
         close = difference <= TOLERANCE[precision]
         ok &= close
@@ -162,7 +166,7 @@ def main() -> int:
                      f"{difference:.2%} (at most {TOLERANCE[precision]:.0%}: {'ok' if close else 'FAILED'}) |")
     print("4/4 model step benchmark", flush=True)
     table = ["| precision | step (ms) | tokens/s | TFLOP/s | MFU |", "| --- | --- | --- | --- | --- |"]
-    for precision, peak_index in (("fp32", 0), ("bf16", 1)):
+    for precision, peak_index in (("fp32", 0), ("bf16" if bf16 else "fp16", 1)):
         result = step_benchmark("cuda", precision)
         mfu = f"{result['tflops'] / peak[peak_index]:.1%}" if peak else "unknown GPU: no peak in PEAKS"
         table.append(f"| {precision} | {result['step_ms']:.1f} | {result['tokens_per_s']:,.0f} | "
