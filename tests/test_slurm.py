@@ -114,9 +114,12 @@ def test_a_timed_out_task_is_requeued_and_its_run_finishes_from_its_checkpoint(c
         deadline = time.time() + 300
         while not (sweep / "0" / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
             time.sleep(0.05)
-        task = re.search(r"\t(\d+(?:_0)?): jobs 0$", log.read_text(), re.M).group(1)
-        subprocess.run(["scancel", "--signal=USR2", task], check=True)
-        assert process.wait(timeout=600) == 0, log.read_text()
+        try:
+            task = re.search(r"\t(\d+(?:_0)?): jobs 0$", log.read_text(), re.M).group(1)
+            subprocess.run(["scancel", "--signal=USR2", task], check=True)
+            assert process.wait(timeout=900) == 0, log.read_text()
+        finally:  # a failed test leaves no command behind waiting for its task
+            process.kill()
     (summary,) = summaries(sweep).values()
     assert summary["status"] == "ok" and summary["steps_run"] == 1500 and summary["resumed_from_step"] > 0
     (task_log,) = sweep.glob(".submitit/*/*_log.out")
