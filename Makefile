@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-slow report calibrate reproduce verify figures main-reference screenshots bench clean
+.PHONY: setup run test test-slow test-slurm gpu-check report calibrate reproduce verify figures main-reference \
+        screenshots bench clean
 
 setup: $(STAMP)
 
@@ -23,10 +24,15 @@ run: $(STAMP)
 
 # One pytest worker per core (pytest-xdist; -n auto = the cores here), each test sent to whichever worker is free.
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -n auto --dist worksteal
+	$(PY) -m pytest -m "not slow and not slurm" -n auto --dist worksteal
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow and not slurm"
+
+# hydra/launcher=slurm on a one-node SLURM cluster of this machine (root: installs Debian's slurm-wlm and munge
+# when missing, starts and stops the daemons: tests/slurm/setup.sh). docs/sweeps.md: ~5 minutes.
+test-slurm: $(STAMP)
+	$(PY) -m pytest -m slurm
 
 # Rebuild a sweep's report from its files: make report SWEEP=multirun/<date>/<time>
 report: $(STAMP)
@@ -34,8 +40,12 @@ report: $(STAMP)
 
 # Every claim experiment: sweeps, tables (results/<name>/*.csv), figures, results/REPORT.md and report.html.
 # Killed, it continues where it stopped when run again (finished runs are kept under results/runs/).
+# SCALE=paper: the exploding and smoothness experiments' char-LSTM runs at conf/preset/charlm_lstm_paper.yaml's
+# scale, into results/paper/ (docs/usage.md: what it runs and what it costs; a GPU or a cluster's job).
+PAPER := exploding smoothness --results results/paper --override hydra.sweeper.params.setup=charlm_lstm \
+         --override +preset=charlm_lstm_paper
 reproduce: $(STAMP)
-	$(PY) experiments/reproduce.py
+	$(PY) experiments/reproduce.py $(if $(filter paper,$(SCALE)),$(PAPER))
 
 # The tuned comparisons' deciding stage again, on a second fresh block of seeds (after `make reproduce`; resumable).
 verify: $(STAMP)
@@ -69,6 +79,11 @@ calibrate: $(STAMP)
 # Plain loop vs the suite, clip overhead, LSTM vs matmul peak: prints a table, writes benchmarks/RESULTS.md (< 10 min).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+
+# On a CUDA machine: the gpu-marked tests, a device=auto job, bf16/fp16 gradient norms against fp32, a model step's
+# tokens/s and MFU, into benchmarks/GPU.md (< 8 min). Without CUDA: one line, exit 0.
+gpu-check: $(STAMP)
+	@$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

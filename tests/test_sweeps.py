@@ -226,23 +226,32 @@ def test_a_sweep_runs_seeds_0_to_3_per_arm_unless_it_names_its_seeds(tmp_path):
 
 
 def test_slurm_example_config_composes(monkeypatch):
-    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher; each job gets cpus_per_task torch threads;
-    with sbatch and srun on PATH it is accepted."""
+    """conf/hydra/launcher/slurm.yaml extends submitit's SLURM launcher with populations per array task; each job gets
+    cpus_per_task torch threads; with sbatch and srun on PATH it is accepted, unless SLURM's time-out warning would
+    come as each task starts."""
     from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
 
     import gradclip.callbacks as callbacks
     from gradclip.callbacks import check_launcher, launcher_threads
-    from gradclip.config import register_schemas
+    from gradclip.config import ConfigError, register_schemas
+
+    def config(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
 
     register_schemas()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-                      return_hydra_config=True)
+    cfg = config("hydra.launcher.partition=gpu")
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
+    assert "SlurmLauncher" in [c.__name__ for c in get_class(launcher._target_).__mro__]
+    assert launcher.partition == "gpu"
+    assert launcher.max_population == 4 and launcher.max_num_timeout == 3
     assert launcher_threads(cfg.hydra) == launcher.cpus_per_task == 1
     monkeypatch.setattr(callbacks.shutil, "which", lambda command: f"/usr/bin/{command}")
     check_launcher(cfg)
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.signal_delay_s=120: with timeout_min=1 .* use "
+                                          r"signal_delay_s < 30 or a longer timeout_min$"):
+        check_launcher(config("hydra.launcher.timeout_min=1"))
 
 
 def test_slurm_launcher_without_slurm_is_refused_before_anything_is_written(tmp_path):

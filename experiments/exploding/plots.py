@@ -68,7 +68,8 @@ def _tails_figure(tails: pd.DataFrame, runs: pd.DataFrame | None, path: Path) ->
     data = tails.assign(q=tails["quantile"].map(lambda q: "max" if q == 1 else f"q{100 * q:g}"))
     order = ["max" if q == 1 else f"q{100 * q:g}" for q in QUANTILES]
     sns.pointplot(data=data, x="q", y="ratio_to_median", hue="setup", order=order, ax=ax,
-                  estimator="median", errorbar=("pi", 100), dodge=0.3, linestyles="none",
+                  estimator="median", errorbar=("pi", 100), dodge=0.3 if data.setup.nunique() > 1 else False,
+                  linestyles="none",
                   markers=["o", "s", "^", "D", "v", "P"][: data.setup.nunique()], palette="colorblind")
     ax.axhline(TAIL, color="gray", ls=":", lw=1, label=f"{TAIL:g} x median")
     ax.set_yscale("log")

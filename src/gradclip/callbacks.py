@@ -83,13 +83,20 @@ def check_writable(folder: Path) -> None:
 
 
 def check_launcher(config: DictConfig) -> None:
-    """A ConfigError when the sweep's launcher cannot work here: SLURM's (submitit) without sbatch and srun."""
-    if "SlurmLauncher" in str(config.hydra.launcher.get("_target_", "")):
+    """A ConfigError when the sweep's launcher cannot work here: SLURM's (submitit) without sbatch and srun, or with
+    a time-out warning that would come as each task starts."""
+    launcher = config.hydra.launcher
+    if "SlurmLauncher" in str(launcher.get("_target_", "")):
         missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
         if missing:
             choice = f"hydra/launcher={config.hydra.runtime.choices.get('hydra/launcher')}"
             raise ConfigError(f"{choice}: no SLURM here ({' and '.join(missing)} not found on PATH); run it on the "
                               f"cluster (e.g. its login node), or without {choice} to run here")
+        limit, delay = 60 * launcher.timeout_min, launcher.get("signal_delay_s", 0)
+        if delay + 30 >= limit:
+            raise ConfigError(f"hydra.launcher.signal_delay_s={delay}: with timeout_min={launcher.timeout_min} "
+                              "SLURM's time-out warning (signal_delay_s before the limit, up to 30 s earlier) would "
+                              f"come as each task starts; use signal_delay_s < {limit - 30} or a longer timeout_min")
 
 
 def launcher_threads(hydra_cfg) -> int:

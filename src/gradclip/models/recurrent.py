@@ -24,6 +24,8 @@ class Recurrent(Model):
     embedding: int = rule(lambda v: v >= 1, "an integer >= 1")  # used when the inputs are tokens
     hidden: int = rule(lambda v: v >= 1, "an integer >= 1")
     layers: int = rule(lambda v: v >= 1, "an integer >= 1")
+    # as PyTorch's word_language_model: on the embeddings, between the layers and on the last layer's outputs
+    dropout: float = rule(lambda v: 0 <= v < 1, "a number in [0, 1)")
     accepts = "sequence"
     half_on_cpu = False
 
@@ -38,14 +40,17 @@ class Recurrent(Model):
         tokens = task.vocab_size is not None
 
         class RecurrentNet(nn.Module):
-            def __init__(net, embedding: int, hidden: int, layers: int):
+            def __init__(net, embedding: int, hidden: int, layers: int, dropout: float):
                 super().__init__()
                 net.embed = nn.Embedding(task.vocab_size, embedding) if tokens else None
-                net.rnn = cell(embedding if tokens else task.input_dim, hidden, layers, batch_first=True)
+                net.rnn = cell(embedding if tokens else task.input_dim, hidden, layers, batch_first=True,
+                               dropout=dropout if layers > 1 else 0.0)
+                net.drop = nn.Dropout(dropout) if dropout else nn.Identity()  # 0: no dropout call at all
                 net.head = nn.Linear(hidden, task.output_dim)
 
             def forward(net, x):
-                h, _ = net.rnn(net.embed(x) if tokens else x)
+                h, _ = net.rnn(net.drop(net.embed(x)) if tokens else x)
+                h = net.drop(h)
                 return net.head(h if task.readout == "all" else h[:, -1])
 
-        return RecurrentNet(self.embedding, self.hidden, self.layers)
+        return RecurrentNet(self.embedding, self.hidden, self.layers, self.dropout)

@@ -124,6 +124,35 @@ def save_hydra_files(cfg: DictConfig, job: DictConfig, job_dir: Path, overrides:
     write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
 
 
+def prepare_jobs(hydra_context, config: DictConfig, job_overrides, initial_job_idx: int):
+    """Every job of the sweep composed (reusing the callback's compositions), its .hydra/ folder written unless it
+    is a resumed job's, as (hydra configs, ``Job`` objects); the sweep folder created."""
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    configs, jobs = [], []
+    for idx, overrides in enumerate(job_overrides):
+        cfg, job_dir = compose_job(hydra_context.config_loader, config, overrides, initial_job_idx + idx)
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
+            save_hydra_files(cfg, job, job_dir, overrides)
+        configs.append(cfg)
+        jobs.append(Job(job, job_dir, *job_labels(sweep_dir, cfg.hydra.job.override_dirname), list(overrides)))
+    if len(jobs) <= LIST_JOBS:
+        for idx, overrides in enumerate(job_overrides):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+    return configs, jobs
+
+
+def job_returns(job_overrides, configs: list[DictConfig], jobs: list[Job], summaries: dict) -> list[JobReturn]:
+    """What Hydra expects back from a launcher; a job's return value is its summary (None: it did not finish)."""
+    return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i],
+                      working_dir=str(jobs[i].job_dir), task_name=configs[i].hydra.job.name,
+                      status=JobStatus.COMPLETED, _return_value=summaries.get(i))
+            for i, overrides in enumerate(job_overrides)]
+
+
 class PopulationLauncher(Launcher):
     """Hydra launcher: populations of compatible jobs, ``n_jobs`` worker processes (-1 = one per core)."""
 
@@ -135,19 +164,10 @@ class PopulationLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context  # the task function is run_jobs, not run.py's main
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        configs, jobs, groups = [], [], defaultdict(list)
-        for idx, overrides in enumerate(job_overrides):
-            cfg, job_dir = compose_job(self.hydra_context.config_loader, self.config, overrides, initial_job_idx + idx)
-            job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            if not (job_dir / ".hydra" / "overrides.yaml").is_file():  # a resumed job's folder stays as it was
-                save_hydra_files(cfg, job, job_dir, overrides)
-            configs.append(cfg)
-            jobs.append(Job(job, job_dir, *job_labels(sweep_dir, cfg.hydra.job.override_dirname), list(overrides)))
-            groups[population_key(job)].append(idx)
+        configs, jobs = prepare_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx)
+        groups = defaultdict(list)
+        for idx, job in enumerate(jobs):
+            groups[population_key(job.cfg)].append(idx)
         cores = os.cpu_count() or 1
         workers = self.n_jobs if self.n_jobs > 0 else cores
         per_group = [max(1, round(workers * len(members) / len(jobs))) for members in groups.values()]
@@ -159,10 +179,7 @@ class PopulationLauncher(Launcher):
             job.auto_threads = threads
         log.info(f"Population launcher: {len(jobs)} jobs in {len(populations)} populations "
                  f"({', '.join(str(len(p)) for p in populations)} runs), {workers} workers x {threads} threads, "
-                 f"sweep output dir: {sweep_dir}")
-        if len(jobs) <= LIST_JOBS:
-            for idx, overrides in enumerate(job_overrides):
-                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+                 f"sweep output dir: {self.config.hydra.sweep.dir}")
         start_worker_server()
         context = multiprocessing.get_context(START_METHOD)
         steps = context.Value("q", 0)  # every worker adds its steps: one progress bar for the whole sweep
@@ -182,7 +199,4 @@ class PopulationLauncher(Launcher):
                         os.kill(worker.pid, signal.SIGINT)
                 raise
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
-        return [JobReturn(overrides=list(overrides), cfg=jobs[i].cfg, hydra_cfg=configs[i],
-                          working_dir=str(jobs[i].job_dir),
-                          task_name=configs[i].hydra.job.name, status=JobStatus.COMPLETED, _return_value=summaries[i])
-                for i, overrides in enumerate(job_overrides)]
+        return job_returns(job_overrides, configs, jobs, summaries)
