@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not slurm" -n auto --dist worksteal
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m "slow and not slurm"
+	$(PY) -m pytest -m "slow and not slurm" -n auto --dist worksteal
 
 # hydra/launcher=slurm on a one-node SLURM cluster of this machine (root: installs Debian's slurm-wlm and munge
 # when missing, starts and stops the daemons: tests/slurm/setup.sh). docs/sweeps.md: ~5 minutes.

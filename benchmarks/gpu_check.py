@@ -94,7 +94,7 @@ def step_benchmark(device: str, precision: str, steps: int = 50, warmup: int = 1
     task.setup(dev)
     model = model_part.build(task).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(cfg.optim, params)
+    optimizer = build_optimizer(cfg.optim, model)
     clip.prepare(0, set())
     batches = torch.Generator().manual_seed(0)
     dtype = AUTOCAST[precision]

@@ -16,8 +16,8 @@ WORDS = "the cat sat on the mat and the dog ran after it\n" * 40  # a corpus of 
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    """A tiny corpus in both layouts a preset may read: train/valid/test.txt, and input.txt."""
-    for name in ("train.txt", "valid.txt", "test.txt", "input.txt"):
+    """A tiny corpus as train/valid/test.txt (a folder holds one layout; input.txt alone is tested in test_gpt)."""
+    for name in ("train.txt", "valid.txt", "test.txt"):
         (tmp_path / name).write_text(WORDS)
     return tmp_path
 

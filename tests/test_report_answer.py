@@ -31,8 +31,9 @@ def test_divergence_comes_first_then_each_arms_score_then_the_effect_with_its_di
     d = [2.2 - 2.6, 2.2 - 2.5, 2.3 - 2.7]
     half = scipy_stats.t.ppf(0.975, 2) * pd.Series(d).std() / math.sqrt(3)
     assert "on the 3 seeds where neither diverged: **clip=norm1 better by 0.367 bpc**" in lines[2]
-    assert f"[−{num(-(sum(d) / 3 - half))}, −{num(-(sum(d) / 3 + half))}]" in lines[2]
-    assert "includes 0" not in lines[2]  # both ends negative
+    gain = -sum(d) / 3  # clip=norm1's advantage: the interval is oriented as the words are
+    assert f"[+{num(gain - half)}, +{num(gain + half)}]" in lines[2]
+    assert "includes 0" not in lines[2]  # both ends positive
     assert any(line.startswith("Warning: n = 4 per arm") for line in lines)
     assert any("lr 16 was chosen so that no clipping fails here" in line for line in lines)
 

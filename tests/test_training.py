@@ -38,7 +38,7 @@ def test_job_files(make_cfg, tmp_path):
     assert summary.versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
     assert (summary.task, summary.model, summary.clip, summary.clip_method, summary.optim) == (
         "adding", "rnn", "norm1", "norm", "sgd")
-    assert summary.model_params == {"cell": "rnn", "embedding": 64, "hidden": 50, "layers": 1}
+    assert summary.model_params == {"cell": "rnn", "embedding": 64, "hidden": 50, "layers": 1, "dropout": 0.0}
     assert (job / "config.yaml").read_text().startswith("task:")
     assert not list(job.glob(".*.tmp")) and not (job / "checkpoint.pt").exists()
     assert summary.step_time_ms_median > 0 and "step_time_ms" not in metrics  # timings stay out of metrics.csv

@@ -128,7 +128,7 @@ def test_power_at_the_smallest_effect_is_printed_and_grows_with_n(n):
 
     power = rate(once, 200)
     print(f"\npower of the final-metric row at its smallest effect, n = {n}: {power:.0%}")
-    assert power > {10: 0.5, 20: 0.8}[n]
+    assert power > {10: 0.35, 20: 0.6}[n]  # about 50 % and 80 % for a paired test at one SD
 
 
 # ---------------------------------------------------------------- the whole decision path of a claim

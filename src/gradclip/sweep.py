@@ -24,7 +24,7 @@ SCHEMA_VERSION = 4  # layout of the job files (config.yaml, metrics.csv, summary
 IGNORED_KEYS = ("logger", "report")  # config keys that do not change a run's numbers
 
 
-PRESENTATION = {"report.py", "stats.py", "screenshots.py", "callbacks.py", "logger.py", "files.py"}
+PRESENTATION = {"report", "stats.py", "screenshots.py", "callbacks.py", "logger.py", "files.py", "help.py"}
 
 
 @functools.cache
@@ -34,7 +34,7 @@ def code_version(package: Path = Path(__file__).parent) -> str:
     retraining."""
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        if path.name not in PRESENTATION:
+        if path.relative_to(package).parts[0] not in PRESENTATION:
             digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return f"{version('gradclip')}+{digest.hexdigest()[:12]}"
 

@@ -84,11 +84,13 @@ def answer(runs: pd.DataFrame) -> list[str]:
     d = (a.final_metric.to_numpy(float) - b.final_metric.to_numpy(float))[both]
     if len(d) >= 2:
         half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        better = (d.mean() > 0) == higher
+        gain = d if higher else -d  # in name_a's favour: positive = name_a better
+        winner, loser, gain = (name_a, name_b, gain) if gain.mean() >= 0 else (name_b, name_a, -gain)
+        low, high = gain.mean() - half, gain.mean() + half
         lines.append(f"Effect, paired by seed (same initialisation and batch order) on the {len(d)} seeds where neither "
-                     f"diverged: **{name_a} {'better' if better else 'worse'} by {num(abs(d.mean()))} {metric}** "
-                     f"[{signed(d.mean() - half)}, {signed(d.mean() + half)}] (mean of {name_a} − {name_b}, 95 % t-interval"
-                     f"{'; it includes 0, so the direction is not established' if abs(d.mean()) <= half else ''}).")
+                     f"diverged: **{winner} better by {num(gain.mean())} {metric}** [{signed(low)}, {signed(high)}] "
+                     f"({winner}'s advantage over {loser}, 95 % t-interval"
+                     f"{'; it includes 0, so the direction is not established' if low <= 0 else ''}).")
     else:
         lines.append(f"Effect on the final held-out {metric}: fewer than 2 seeds where neither arm diverged, so no "
                      "interval.")

@@ -40,7 +40,7 @@ def build_report(folder: str | Path) -> Path:
         runs = steps = None
     out = folder / "report"
     title = title_of(runs) if runs is not None else f"gradclip report: {folder.name}"
-    md, body = [f"# {title}"], [f"<h1>{html.escape(title)}</h1>"]
+    md, body = [f"# {md_text(title)}"], [f"<h1>{html.escape(title)}</h1>"]
     if runs is not None:  # right under the title: an experiment's claims (experiments/callback.py) go after md[:2]
         how = how_to_read(runs)
         md += [f"*{md_text(how)}*"]
