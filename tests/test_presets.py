@@ -62,7 +62,8 @@ def test_word_lm_trains_with_dropout_on_a_word_corpus(make_cfg, corpus, tmp_path
 
 def test_make_reproduce_scale_paper_overrides_compose(make_cfg):
     """The overrides `make reproduce SCALE=paper` gives reproduce.py, on each experiment it names."""
-    command = subprocess.run(["make", "-n", "reproduce", "SCALE=paper"], cwd=ROOT, text=True, capture_output=True,
+    command = subprocess.run(["make", "--no-print-directory", "-n", "reproduce", "SCALE=paper"], cwd=ROOT, text=True,
+                             capture_output=True,
                              check=True).stdout.splitlines()[-1].split()
     assert command[1].endswith("experiments/reproduce.py")
     options = next(i for i, arg in enumerate(command) if arg.startswith("--"))
