@@ -213,17 +213,17 @@ def deciding_arms(setup: str, choices: pd.DataFrame, plan: pd.DataFrame) -> dict
 
 def decide(sweep, choices: pd.DataFrame, plan: pd.DataFrame, block: str) -> pd.DataFrame:
     """Every arm on the block's seeds, scored on the test split, with divergence read up to the largest factor."""
-    jobs, shared = [], {}
+    jobs, shared, by_setup = [], {}, plan.set_index("setup")
     for setup in SETUPS:
         for (config, k, steps), names in deciding_arms(setup, choices, plan).items():
             shared[(setup, config, k, steps)] = names
-            base = int(plan.set_index("setup").loc[setup, "base_steps"])
-            every = max(1, int(plan.set_index("setup").loc[setup, "eval_every"]) * steps // base)
+            base = int(by_setup.loc[setup, "base_steps"])
+            every = max(1, int(by_setup.loc[setup, "eval_every"]) * steps // base)
             for seed in BLOCKS[block]:
                 jobs.append(({"setup": setup, "config": config, "k": k, "seed": seed},
                              job(setup, tuple(config.split()), k, seed, "test", f"steps={steps}",
                                  f"eval_every={every}", f"diverge_factor={max(DIVERGE_FACTORS):g}")))
-    target = plan.set_index("setup").target.to_dict()
+    target = by_setup.target.to_dict()
     found = _stage(sweep, block, jobs, target)
     return pd.concat([found[(found.setup == s) & (found.config == c) & (found.k == k) & (found.steps == n)]
                       .assign(arm=arm, same_as=names[0] if arm != names[0] else "")
