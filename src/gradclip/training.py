@@ -340,6 +340,9 @@ class Run:
             self.scaler.update()  # after a non-finite gradient: a smaller scale next step
         if self.trace is not None:
             self.row.update(self.trace())
+        for part in (self.clipper, self.optimizer):  # a remedy's own per-step account (steps skipped, resets...)
+            if hasattr(part, "diagnostics"):
+                self.row.update(part.diagnostics())
         if state["nonfinite_in_row"] >= loop.max_nonfinite:
             state["diverged_step"] = step
             state["diverged_reason"] = f"{state['nonfinite_in_row']} non-finite gradients in a row"
