@@ -66,7 +66,7 @@ main-reference: $(STAMP)
 
 # Both reports as a browser shows them (headless Chromium: apt-get install chromium) into docs/screenshots/.
 screenshots: $(STAMP)
-	$(PY) -m gradclip.screenshots results/report.html results/calibration/report/report.html --out docs/screenshots
+	$(PY) -m gradclip.screenshots results/report.html results/main/report/report.html --out docs/screenshots
 
 # The default job's calibration (README), regenerated into results/calibration: built beside it, swapped in when done.
 calibrate: $(STAMP)

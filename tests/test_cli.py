@@ -82,6 +82,9 @@ def test_help_lists_every_option_on_disk_and_the_preset_syntax(tmp_path):
                for p in (q.relative_to(conf) for q in conf.glob("*/**/*.yaml")) if p.parts[0] != "hydra"}
     assert "clip=norm/10" in on_disk and "clip=zclip/nocap" in on_disk and on_disk <= listed
     assert "GROUP=FOLDER/OPTION" in result.stdout
+    options = [line.split(maxsplit=1) for line in result.stdout.splitlines() if line.split()[:1] and "=" in line.split()[0]
+               and line.startswith("  ")]
+    assert [o[0] for o in options if len(o) < 2 or o[1] == "(default)"] == []  # every option says what it is
     assert [line.endswith("(default)") for line in result.stdout.splitlines() if line.split()[:1] == ["clip=none"]] == [True]
 
 

@@ -164,13 +164,6 @@ def interrupt(args: list[str], started: Path, cwd: Path, group: bool) -> tuple[i
     return process.returncode, stderr
 
 
-CTRL_C_FLAKE = pytest.mark.xfail(strict=False, reason=(
-    "known flake (issue 'A protocol you can extend and trust'): in full-suite runs on a loaded machine a Ctrl-C "
-    "sometimes prints multiprocessing's leaked-semaphore warning after the one line, or the sweep keeps running; "
-    "passes alone"))
-
-
-@CTRL_C_FLAKE
 def test_ctrl_c_prints_the_command_that_resumes_the_run(tmp_path):
     """Ctrl-C: one line with the command to run again (the same, with hydra.run.dir), exit 130; it resumes."""
     folder = tmp_path / "run"
@@ -186,7 +179,6 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(tmp_path):
     assert summary["status"] == "ok" and summary["resumed_from_step"] >= 20
 
 
-@CTRL_C_FLAKE
 @pytest.mark.parametrize("group", [True, False], ids=["terminal", "command-only"])
 def test_ctrl_c_stops_a_population_sweep_at_once_with_one_line(tmp_path, group):
     """Three populations on two workers. From a terminal the SIGINT reaches every process; sent to the command

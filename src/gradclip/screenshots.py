@@ -1,6 +1,6 @@
 """Screenshots of HTML reports in a real headless browser (Chromium, Debian package ``chromium``), to look at them.
 
-    python -m gradclip.screenshots results/report.html results/calibration/report/report.html --out docs/screenshots
+    python -m gradclip.screenshots results/report.html results/main/report/report.html --out docs/screenshots
 
 Each page gives two PNGs: its first screen (``<name>.png``, what a reader sees on opening it) and the whole page
 (``<name>-full.png``, its height measured by the browser).
@@ -19,7 +19,7 @@ from pathlib import Path
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WIDTH, FIRST_SCREEN = 1300, 1500
+WIDTH, FIRST_SCREEN = 1400, 1500
 
 
 def browser() -> str | None:

@@ -94,9 +94,18 @@ def on_interrupt(signum, frame) -> None:
 
 
 def init_worker(steps) -> None:
-    """A worker's start: Ctrl-C handled by ``on_interrupt``, and its steps counted in the sweep's shared ``steps``."""
+    """A worker's start: Ctrl-C handled by ``on_interrupt``, and its steps counted in the sweep's shared ``steps``.
+
+    tqdm's default lock is a multiprocessing RLock: created in a forkserver worker, it is a named semaphore that the
+    resource tracker reports as leaked when the worker ends without its exit handlers (a Ctrl-C's extra line on
+    stderr). A worker's bars need only a thread lock."""
+    import threading
+
+    from tqdm import tqdm
+
     import gradclip.training
 
+    tqdm.set_lock(threading.RLock())
     signal.signal(signal.SIGINT, on_interrupt)
     gradclip.training.shared_steps = steps
 
