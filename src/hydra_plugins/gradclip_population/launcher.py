@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # to the workers that need it, which import it side by side.
 PRELOAD = ["torch", "torch._dynamo", "gradclip.training"]
 LIST_JOBS = 20  # a sweep of at most this many jobs lists them at its start; a larger one says how many
+WORKER_EXIT_SECONDS = 20  # how long a Ctrl-C waits for the workers to end their populations
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -203,9 +204,12 @@ class PopulationLauncher(Launcher):
                 results = [future.result() for future in futures]
             except KeyboardInterrupt:  # the workers stop too, and exit as usual; a rerun resumes from the checkpoints
                 pool.shutdown(wait=False, cancel_futures=True)
-                for worker in multiprocessing.active_children():  # in case only this process got the Ctrl-C
+                workers = multiprocessing.active_children()
+                for worker in workers:  # in case only this process got the Ctrl-C
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(worker.pid, signal.SIGINT)
+                for worker in workers:  # gone before run.py stops their server (which alone can say they ended)
+                    worker.join(timeout=WORKER_EXIT_SECONDS)
                 raise
         summaries = {i: s for members, result in zip(populations, results) for i, s in zip(members, result)}
         return job_returns(job_overrides, configs, jobs, summaries)
