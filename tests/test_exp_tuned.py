@@ -188,3 +188,19 @@ def test_divergence_is_read_at_three_factors(made):
     rows = tables["rows"]
     note = rows[(rows.row == "a very small lr avoids divergence") & (rows.setup == "charlm_lstm")].note.iloc[0]
     assert note.startswith("diverged a/b at 3 x:") and "5 x:" in note and "10 x:" in note
+
+
+def test_a_stuck_verdict_says_why_when_its_interval_alone_would_not():
+    """Clipping ends far better, yet the small-lr arm is still improving: contradicted, and the figure says why."""
+    from experiments.tuned import plots
+    from gradclip import stats
+
+    rng = np.random.default_rng(0)
+    values = 5 + rng.normal(0, 0.1, 20)
+    m = {"smallest": 0.05, "values": values, "gain_a": np.full(20, 0.01), "gain_b": 0.3 + rng.normal(0, 0.01, 20),
+         "interval": lambda confidence: stats.paired_interval(values, confidence)}
+    verdict, _, note = rules._stuck(m, m["interval"](0.95), 0.95)
+    assert verdict == "contradicted" and rules.B_IMPROVING in note
+    assert plots.reason(pd.Series({"a": "norm1_long", "b": "none_small", "note": note})) == \
+        "no clip at 0.1 x its lr still improving"
+    assert plots.reason(pd.Series({"a": "norm1_long", "b": "none_small", "note": "late gain ..."})) == ""

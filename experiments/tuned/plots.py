@@ -11,7 +11,7 @@ import pandas as pd
 
 from experiments.common import VERDICT_COLOURS, Figure, save_figure
 from experiments.tuned.design import ARMS, LOG_SCALE, SETUPS, TUNING_SEEDS
-from experiments.tuned.rules import final_rows
+from experiments.tuned.rules import A_IMPROVING, A_NOT_BETTER, B_IMPROVING, final_rows
 from experiments.tuned.stages import curve_points
 
 BLOCK_STYLE = {"decide": ("o", 0.22), "verify": ("s", 0.0), "pooled": ("D", -0.22)}  # marker, offset
@@ -27,11 +27,12 @@ def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> 
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = rows[(rows.verdict != "not tested") & rows.estimate.notna()].copy()
-    final = final_rows(rows).set_index(["row", "setup"]).verdict
+    final = final_rows(rows).set_index(["row", "setup"])
     caption = ("every row's 95 % interval per setup, in units of its smallest effect (shaded: within it); right of 0 "
                "= in the claim's favour (arm a better); one line per seed block (circle: deciding block, square: "
                "verify block, diamond: both pooled, which decides); the verdict that stands is the coloured box on the "
-               "right; arrows: an estimate beyond ±6, drawn at the edge.")
+               "right, with the reason beside it when a 'gets stuck' verdict also rests on the late gains; arrows: an "
+               "estimate beyond ±6, drawn at the edge.")
     made = []
     for claim in dict.fromkeys(shown.claim):
         made.append(Figure(f"tuned_{claim}.png", f"{claim}: {caption}"))
@@ -41,7 +42,17 @@ def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> 
     return made
 
 
-def interval_figure(shown: pd.DataFrame, final: pd.Series, path: Path) -> None:
+def reason(row) -> str:
+    """The part of a row's note that decided its verdict besides the interval, short and with the arm's label
+    ("no clip at 0.03 x its lr still improving")."""
+    found = [text for text in (A_IMPROVING, A_NOT_BETTER, B_IMPROVING) if text in str(row.note)]
+    if not found:
+        return ""
+    side, words = found[0].split(":")[0].split(" ", 1)
+    return f"{ARMS[row.a if side == 'a' else row.b].label} {words}"
+
+
+def interval_figure(shown: pd.DataFrame, final: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = list(dict.fromkeys(zip(shown.row, shown.setup)))
@@ -55,10 +66,13 @@ def interval_figure(shown: pd.DataFrame, final: pd.Series, path: Path) -> None:
         off = abs(r.estimate / r.smallest) > SCALE_MAX
         ax.plot(mid, y + offset, ("<" if mid < 0 else ">") if off else marker, color=colour, ms=7 if off else 5)
     for y, key in enumerate(keys):
-        word = final.get(key, "undecided")
-        ax.text(SCALE_MAX + 0.4, y, word, va="center", fontsize=9, clip_on=False,
-                bbox={"boxstyle": "round,pad=0.25", "fc": VERDICT_COLOURS[word][0], "ec": "none"},
-                color="#ffffff" if VERDICT_COLOURS[word][1] else "#000000")
+        word = final.verdict.get(key, "undecided")
+        badge = ax.text(SCALE_MAX + 0.4, y, word, va="center", fontsize=9, clip_on=False,
+                        bbox={"boxstyle": "round,pad=0.25", "fc": VERDICT_COLOURS[word][0], "ec": "none"},
+                        color="#ffffff" if VERDICT_COLOURS[word][1] else "#000000")
+        if key in final.index and (why := reason(final.loc[key])):
+            ax.annotate(why, (1, 0.5), xycoords=badge, xytext=(6, 0), textcoords="offset points", va="center",
+                        fontsize=8.5, color="0.3", annotation_clip=False)
     ax.axvspan(-1, 1, color="0.9", zorder=0)
     ax.axvline(0, color="0.3", lw=1)
     ax.set_yticks(range(len(keys)), [f"{row[:48]} | {SETUPS[s].label}" for row, s in keys], fontsize=10)

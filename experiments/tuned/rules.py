@@ -113,6 +113,12 @@ def _p(m: dict, value: float, confidence: float) -> float:
     return min(1.0, p * (1 - stats.CONFIDENCE) / (1 - confidence))
 
 
+# Why a "gets stuck" verdict is not what its final-metric interval alone would say (printed beside it in figures)
+A_IMPROVING = "a still improving: the runs are too short to show a plateau"
+A_NOT_BETTER = "a not better by the smallest effect"
+B_IMPROVING = "b still improving: its late gain is above the smallest effect"
+
+
 def _stuck(m: dict, iv: stats.Interval, confidence: float) -> tuple[str, float, str]:
     """Gets stuck: supported when a ends better by more than the smallest effect (interval above it) and b's late
     gain lies below the smallest effect (its interval's high end below it): both at 95 %, an intersection. Contradicted
@@ -123,16 +129,17 @@ def _stuck(m: dict, iv: stats.Interval, confidence: float) -> tuple[str, float, 
     note = f"late gain over the last 20 % of steps: a {np.nanmedian(gain_a):.3g}, b {np.nanmedian(gain_b):.3g} (median)"
     gb = gain_b[np.isfinite(gain_b)]
     if np.isfinite(gain_a).any() and np.nanmedian(gain_a) >= s:
-        return "undecided", math.nan, note + "; a still improving: the runs are too short to show a plateau"
+        return "undecided", math.nan, note + "; " + A_IMPROVING
     if len(gb) < 2:
         return "undecided", math.nan, note + "; b diverged"
     p_final, p_gain = stats.sign_flip_p(m["values"], boundary=s), stats.sign_flip_p(gb, boundary=s)
     if iv.low > s and stats.paired_interval(gb, confidence).high < s:
         return "supported", max(p_final, p_gain), note
     half = 1 - (1 - confidence) / 2
-    if m["interval"](half).high < s or stats.paired_interval(gb, half).low > s:
+    not_better, improving = m["interval"](half).high < s, stats.paired_interval(gb, half).low > s
+    if not_better or improving:
         p = min(1.0, 2 * min(p_final, p_gain))
-        return "contradicted", p, note
+        return "contradicted", p, note + "; " + (A_NOT_BETTER if not_better else B_IMPROVING)
     return "undecided", math.nan, note
 
 
