@@ -11,7 +11,7 @@ import pytest
 from experiments import tuned
 from experiments.tuned import design, rules, stages
 
-METRIC = {"charlm_lstm": "bpc", "regression_mlp": "mse", "digits_deep_mlp": "accuracy", "digits_mlp": "accuracy",
+METRIC = {"charlm_lstm": "bpc", "charlm_gpt": "bpc", "regression_mlp": "mse", "digits_deep_mlp": "accuracy", "digits_mlp": "accuracy",
           "digits_mlp_adam": "accuracy"}
 
 
@@ -204,3 +204,39 @@ def test_a_stuck_verdict_says_why_when_its_interval_alone_would_not():
     assert plots.reason(pd.Series({"a": "norm1_long", "b": "none_small", "note": note})) == \
         "no clip at 0.1 x its lr still improving"
     assert plots.reason(pd.Series({"a": "norm1_long", "b": "none_small", "note": "late gain ..."})) == ""
+
+
+def test_a_new_setup_runs_only_its_own_jobs(tmp_path, monkeypatch):
+    """The stages' sweeps are found by what they ran: jobs some part already lists are not run again, whatever
+    their order; only the others run, as a new part; each run comes back once."""
+    import yaml
+
+    import experiments.runner
+    import gradclip.report
+
+    ran = []
+
+    def fake_run_sweep(name, results, jobs, extra, folder, jobs_file):
+        listed = yaml.safe_load(jobs_file.read_text())
+        ran.append((folder.name, len(listed)))
+        for i in range(len(listed)):
+            (folder / str(i)).mkdir(parents=True, exist_ok=True)
+            (folder / str(i) / "summary.json").write_text("{}")
+
+    def fake_load_runs(folder):
+        listed = yaml.safe_load((folder.parent / f"{folder.name}.jobs.yaml").read_text())
+        runs = pd.DataFrame({"run": [str(i) for i in range(len(listed))], "overrides": listed})
+        return runs, pd.DataFrame({"run": runs.run, "loss": 1.0})
+
+    monkeypatch.setattr(experiments.runner, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(gradclip.report, "load_runs", fake_load_runs)
+    sweep = tuned.sweeper(tmp_path, 2, [])
+    old = [["setup=charlm_lstm", f"seed={s}"] for s in range(3)]
+    new = [["setup=charlm_gpt", f"seed={s}"] for s in range(2)]
+    runs, steps = sweep("tune-1", old)
+    assert ran == [("tune-1", 3)] and len(runs) == 3
+    runs, steps = sweep("tune-1", new + old)  # the new setup sorts first
+    assert ran[1:] == [("tune-1+2", 2)]
+    assert sorted(map(tuple, runs.overrides)) == sorted(map(tuple, new + old)) and set(steps.run) == set(runs.run)
+    runs, _ = sweep("tune-1", old[:2])
+    assert len(ran) == 2 and sorted(map(tuple, runs.overrides)) == sorted(map(tuple, old[:2]))  # nothing ran
