@@ -198,7 +198,9 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("extra", [["clip=norm1"], ["clip=autoclip", "clip.warmup=5"], ["clip=zclip", "clip.warmup=5"],
                                    ["clip=random", "clip.threshold=0.01"], ["optim=adam", "optim.lr=0.01"],
-                                   ["optim.momentum=0.9", "smoothness_every=7"]])
+                                   ["optim.momentum=0.9", "smoothness_every=7"], ["optim=stableadamw", "optim.lr=0.01"],
+                                   ["optim=spam", "optim.lr=0.01", "optim.reset_interval=15", "optim.warmup_steps=10",
+                                    "optim.spike_clip_delay=3"]])  # SPAM: killed inside its ramp after a reset
 def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, extra):
     """Killed right after the step-20 checkpoint, then rerun: same metrics.csv, byte for byte, from step 21 on."""
     overrides = [*FAST, "checkpoint_every=10", *extra]

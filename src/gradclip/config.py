@@ -2,9 +2,10 @@
 
 ``conf/config.yaml`` starts from ``Config`` (stored in Hydra's ConfigStore as ``schema_config``), so Hydra rejects
 unknown top-level keys and values of the wrong type while it composes. Each group option (task, model, clip,
-schedule, logger) is a component that checks itself (``gradclip.component``); the optimizer is torch's own class,
-named by its yaml's ``_target_`` and checked here by ``OPTIM_RULES``. ``validate`` runs every check before any file
-is written or any step is run, and raises ``ConfigError`` with a one-line message.
+schedule, logger) is a component that checks itself (``gradclip.component``); the optimizer is a torch.optim class
+(torch's own or one of ``gradclip.optimizers``), named by its yaml's ``_target_`` and checked here by
+``OPTIM_RULES``. ``validate`` runs every check before any file is written or any step is run, and raises
+``ConfigError`` with a one-line message.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _fraction(v) -> bool:
     return 0 <= v < 1
 
 
-# The optimizer's keys (torch's own arguments, plus lr_scale): a key missing here must be a bool, or is refused.
+# The optimizer's keys (its class's arguments, plus lr_scale): a key missing here must be a bool, or is refused.
 OPTIM_RULES = {
     "lr": (positive, "a number > 0"),
     "lr_scale": (positive, "a number > 0 (the lr used is lr x lr_scale)"),
@@ -80,6 +81,13 @@ OPTIM_RULES = {
     "weight_decay": (non_negative, "a finite number >= 0"),
     "betas": (lambda v: len(v) == 2 and all(_fraction(b) for b in v), "two numbers in [0, 1), e.g. [0.9,0.999]"),
     "eps": (positive, "a number > 0"),
+    # SPAM's (gradclip/optimizers/spam.py)
+    "spike_threshold": (positive, "a number > 0 (a spike: g^2 > spike_threshold x v)"),
+    "reset_interval": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (1 would reset the moments every "
+                                                                 "step)"),
+    "warmup_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = no ramp after a reset)"),
+    "spike_clip_delay": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (on step 1, v is 0: every "
+                                                                   "entry would be clipped to 0)"),
 }  # a bool of ours: decay_matrices_only (weight decay on weight matrices alone, as nanoGPT; training.py)
 
 
