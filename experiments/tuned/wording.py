@@ -133,8 +133,6 @@ all. Arms that chose the same configuration are not compared ("not tested")."""
 
 SCOPE = ("What makes no clipping fail here, and so what these verdicts cover: "
          + "; ".join(f"{spec.label}: {spec.fails}" for spec in SETUPS.values() if spec.fails)
-         + "; " + "; ".join(f"{spec.label}: asked here because {spec.in_practice}"
-                            for spec in SETUPS.values() if spec.in_practice)
          + "; the two shallow digits MLPs (SGD lr 0.1, Adam lr 1e-3) do not explode. The intervals cover training "
          "randomness (initialisation and batch order, one seed each) on one fixed data split per task, not a new "
          "sample of data, and one architecture per setup; the lr grids are x10^(k/2) of each setup's lr.")
