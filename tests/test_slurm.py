@@ -25,6 +25,8 @@ def cluster():
     """slurmctld, slurmd and munged started (SLURM installed first if missing), and stopped after the tests."""
     script = ROOT / "tests" / "slurm" / "setup.sh"
     started = subprocess.run(["bash", str(script), "start"], text=True, capture_output=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip(f"no SLURM here: {started.stderr.strip()}")
     assert started.returncode == 0, started.stdout + started.stderr
     conf = re.search(r"^SLURM_CONF=(.+)$", started.stdout, re.M).group(1)
     with pytest.MonkeyPatch.context() as patch:

@@ -27,15 +27,17 @@ stop() {
 
 install() {
     if command -v slurmctld >/dev/null && command -v munged >/dev/null; then return; fi
+    # Exit status 3: SLURM cannot be installed here (the tests are skipped, saying why); any other failure is one.
     if [[ $(id -u) != 0 ]]; then
-        echo "error: SLURM is not installed and installing it needs root: apt-get install slurm-wlm munge" >&2
-        exit 1
+        echo "SLURM is not installed and installing it needs root: apt-get install slurm-wlm munge" >&2
+        exit 3
     fi
     export DEBIAN_FRONTEND=noninteractive
     # Package lists are fetched only when they do not know the package yet (a fresh machine).
-    apt-cache show slurm-wlm >/dev/null 2>&1 || apt-get update -qq
+    apt-cache show slurm-wlm >/dev/null 2>&1 || apt-get update -qq || true
     echo "slurm: installing slurm-wlm and munge (Debian packages, ~30 s)"
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null \
+        || { echo "apt-get could not install slurm-wlm and munge (no Debian mirror reachable?)" >&2; exit 3; }
 }
 
 configure() {
