@@ -198,7 +198,10 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("extra", [["clip=norm1"], ["clip=autoclip", "clip.warmup=5"], ["clip=zclip", "clip.warmup=5"],
                                    ["clip=random", "clip.threshold=0.01"], ["optim=adam", "optim.lr=0.01"],
-                                   ["optim.momentum=0.9", "smoothness_every=7"]])
+                                   ["optim.momentum=0.9", "smoothness_every=7"], ["clip=adagc", "clip.warmup_steps=5"],
+                                   ["clip=skip_step", "clip.window=8", "clip.min_values=5", "clip.sigma=1.0"],
+                                   ["optim=skip_large_updates", "optim.inner=torch.optim.SGD", "~optim.betas",
+                                    "~optim.eps", "+optim.momentum=0.9", "optim.max_squared_norm=0.02"]])  # skips from 12
 def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, extra):
     """Killed right after the step-20 checkpoint, then rerun: same metrics.csv, byte for byte, from step 21 on."""
     overrides = [*FAST, "checkpoint_every=10", *extra]

@@ -80,6 +80,9 @@ OPTIM_RULES = {
     "weight_decay": (non_negative, "a finite number >= 0"),
     "betas": (lambda v: len(v) == 2 and all(_fraction(b) for b in v), "two numbers in [0, 1), e.g. [0.9,0.999]"),
     "eps": (positive, "a number > 0"),
+    "inner": (lambda v: isinstance(v, str) and v.count(".") >= 1 and "" not in v.split("."),
+              "the class path of the optimizer wrapped, e.g. torch.optim.AdamW"),
+    "max_squared_norm": (positive, "a number > 0"),
 }  # a bool of ours: decay_matrices_only (weight decay on weight matrices alone, as nanoGPT; training.py)
 
 
