@@ -320,19 +320,14 @@ class Run:
         stats = self.clipper(params, measure=diagnose)
         skipped = not math.isfinite(stats.pre_norm)
         updated = not (skipped or stats.skip)
-        update_norm = smoothness = math.nan
-        if skipped:  # too many non-finite gradients in a row = diverged
-            state["nonfinite_in_row"] += 1
-            state["nonfinite_steps"] += 1
-        else:
-            state["nonfinite_in_row"] = 0
+        state["nonfinite_in_row"] = state["nonfinite_in_row"] + 1 if skipped else 0  # too many in a row = diverged
+        state["nonfinite_steps"] += skipped
+        update_norm, smoothness = math.nan if updated else 0.0, math.nan
         if updated:
             before = [p.detach().clone() for p in params] if diagnose else None
             self.scaler.step(self.optimizer) if self.scaler is not None else self.optimizer.step()
             if diagnose:
                 update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
-        else:
-            update_norm = 0.0
         self.step_ms = 1000 * (time.perf_counter() - self.t0)  # the smoothness probe is not part of a step's time
         if updated:
             state["step_times_ms"].append(self.step_ms)
