@@ -17,8 +17,8 @@ from gradclip.report import build_report, main as report_main
 from conftest import ROOT, run_cli, session_processes, train_one
 
 BAD = [  # (overrides, text the one-line message must contain)
-    (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: agc, autoclip, none, norm, norm1, per_tensor, random, "
-                     "value, zclip"),
+    (["clip=nope"], "clip=nope: no such option; the options of 'clip' are: adagc, agc, autoclip, none, norm, norm1, "
+                     "per_tensor, random, skip_step, value, zclip"),
     (["optim=nope"], "optim=nope: no such option"),
     (["clip=norm", "clip.threshold=0"], "clip.threshold=0.0: must be a number > 0 (inf = never clip)"),
     (["clip=norm1", "clip.threshold=-1"], "clip.threshold=-1.0"),

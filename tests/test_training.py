@@ -200,7 +200,11 @@ class Killed(BaseException):
                                    ["clip=random", "clip.threshold=0.01"], ["optim=adam", "optim.lr=0.01"],
                                    ["optim.momentum=0.9", "smoothness_every=7"], ["optim=stableadamw", "optim.lr=0.01"],
                                    ["optim=spam", "optim.lr=0.01", "optim.reset_interval=15", "optim.warmup_steps=10",
-                                    "optim.spike_clip_delay=3"]])  # SPAM: killed inside its ramp after a reset
+                                    "optim.spike_clip_delay=3"],  # SPAM: killed inside its ramp after a reset
+                                   ["clip=adagc", "clip.warmup_steps=5"],
+                                   ["clip=skip_step", "clip.window=8", "clip.min_values=5", "clip.sigma=1.0"],
+                                   ["optim=skip_large_updates", "optim.inner=torch.optim.SGD", "~optim.betas",
+                                    "~optim.eps", "+optim.momentum=0.9", "optim.max_squared_norm=0.02"]])  # skips from 12
 def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path, monkeypatch, extra):
     """Killed right after the step-20 checkpoint, then rerun: same metrics.csv, byte for byte, from step 21 on."""
     overrides = [*FAST, "checkpoint_every=10", *extra]

@@ -88,6 +88,9 @@ OPTIM_RULES = {
     "warmup_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = no ramp after a reset)"),
     "spike_clip_delay": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 (on step 1, v is 0: every "
                                                                    "entry would be clipped to 0)"),
+    "inner": (lambda v: isinstance(v, str) and v.count(".") >= 1 and "" not in v.split("."),
+              "the class path of the optimizer wrapped, e.g. torch.optim.AdamW"),
+    "max_squared_norm": (positive, "a number > 0"),
 }  # a bool of ours: decay_matrices_only (weight decay on weight matrices alone, as nanoGPT; training.py)
 
 

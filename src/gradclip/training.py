@@ -308,30 +308,30 @@ class Run:
                                         else f"loss > {self.loop.diverge_factor:g} x initial loss")
 
     def clip_and_update(self) -> None:
-        """After the backward: clip, update (never with a non-finite gradient), and the step's diagnostics."""
+        """After the backward: clip, update (never with a non-finite gradient, nor when the clipper says skip), and
+        the step's diagnostics."""
         loop, state, step, params = self.loop, self.state, self.step, self.params
         smooth = loop.smoothness_every > 0 and step % loop.smoothness_every == 0
         diagnose = smooth or step % loop.diag_every == 0
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # the true gradient, before clipping looks at its norm
         raw_grads = [p.grad.detach().clone() for p in params] if smooth else None
+        self.clipper.observe(self.row["loss"])
         stats = self.clipper(params, measure=diagnose)
         skipped = not math.isfinite(stats.pre_norm)
-        update_norm = smoothness = math.nan
-        if skipped:  # too many non-finite gradients in a row = diverged
-            state["nonfinite_in_row"] += 1
-            state["nonfinite_steps"] += 1
-            update_norm = 0.0
-        else:
-            state["nonfinite_in_row"] = 0
+        updated = not (skipped or stats.skip)
+        state["nonfinite_in_row"] = state["nonfinite_in_row"] + 1 if skipped else 0  # too many in a row = diverged
+        state["nonfinite_steps"] += skipped
+        update_norm, smoothness = math.nan if updated else 0.0, math.nan
+        if updated:
             before = [p.detach().clone() for p in params] if diagnose else None
             self.scaler.step(self.optimizer) if self.scaler is not None else self.optimizer.step()
             if diagnose:
                 update_norm = float(get_total_norm([p.detach() - b for p, b in zip(params, before)]))
         self.step_ms = 1000 * (time.perf_counter() - self.t0)  # the smoothness probe is not part of a step's time
-        if not skipped:
+        if updated:
             state["step_times_ms"].append(self.step_ms)
-        if smooth and not skipped:
+        if smooth and updated:
             smoothness = local_smoothness(self.model, self.objective, self.x, self.y, params, before, raw_grads)
         self.row.update(grad_norm=stats.pre_norm, grad_norm_clipped=stats.post_norm, clip_scale=stats.scale,
                         clipped=int(stats.fired), skipped=int(skipped), update_norm=update_norm, cosine=stats.cosine,
@@ -340,8 +340,8 @@ class Run:
             self.scaler.update()  # after a non-finite gradient: a smaller scale next step
         if self.trace is not None:
             self.row.update(self.trace())
-        for part in (self.clipper, self.optimizer):  # a remedy's own per-step account (steps skipped, resets...)
-            if hasattr(part, "diagnostics"):
+        for part in (self.clipper, self.optimizer) if updated else (self.clipper,):  # a remedy's own per-step
+            if hasattr(part, "diagnostics"):  # account (steps skipped, resets...); the optimizer's when it stepped
                 self.row.update(part.diagnostics())
         if state["nonfinite_in_row"] >= loop.max_nonfinite:
             state["diverged_step"] = step

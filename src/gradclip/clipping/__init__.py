@@ -2,8 +2,10 @@
 
 A method is a ``Clipper``: a dataclass of its settings whose ``clip(params)`` clips the gradients in place and says
 what it did (``ClipStats``); the global norm before clipping comes out of the clip itself, so logging it is free.
-On diagnostic steps (``measure=True``) the post-clip norm and the cosine to the raw gradient are measured on the
-gradients the clip left, for every method; on the other steps post_norm is the method's own account of it.
+A method that decides on the step's training loss too gets it from ``observe(loss)`` before the clip, and one that
+decides the step must not update at all says so with ``ClipStats.skip``. On diagnostic steps (``measure=True``) the
+post-clip norm and the cosine to the raw gradient are measured on the gradients the clip left, for every method; on
+the other steps post_norm is the method's own account of it.
 One object per run: stateful methods keep their state in it and save it with ``state_dict``. torch is imported
 inside the methods, so checking a config does not load it.
 """
@@ -25,6 +27,7 @@ class ClipStats:
     post_norm: float  # global L2 norm of the gradients that reach the optimizer (measured when measure=True)
     fired: bool  # whether clipping changed anything
     cosine: float = math.nan  # cos(applied gradient, raw gradient), measured when measure=True
+    skip: bool = False  # the optimizer must not step (a finite gradient the method rejects, e.g. a loss spike)
 
     @property
     def scale(self) -> float:
@@ -77,6 +80,9 @@ class Clipper(Component):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def observe(self, loss: float) -> None:
+        """The step's training loss, given before ``clip``: methods that decide on it keep it."""
 
     def clip(self, params: list) -> ClipStats:
         """Clip the gradients of ``params`` (all have one) in place."""

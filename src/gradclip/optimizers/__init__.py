@@ -1,5 +1,6 @@
 """Optimizers torch lacks, each a ``torch.optim.Optimizer`` named by its yaml's ``_target_`` (conf/optim/) and checked
-by ``OPTIM_RULES`` (gradclip/config.py): the spike remedies that act inside the optimizer (SPAM, StableAdamW).
+by ``OPTIM_RULES`` (gradclip/config.py): the spike remedies that act inside the optimizer (SPAM, StableAdamW,
+optax's skip_large_updates around any optimizer).
 
 Each reports its own per-step account through ``diagnostics()``, which training.py adds to the step's row.
 """

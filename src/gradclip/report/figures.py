@@ -17,6 +17,11 @@ import seaborn as sns  # noqa: E402
 from gradclip.report.tables import num, seed_text  # noqa: E402
 
 MAX_POINTS = 1000  # points per run in a line plot; longer runs are averaged into this many bins
+EVENTS = {  # a remedy's per-step event columns (> 0: it happened at that step), marked on the loss curves
+    "skipped_spike": ("v", "triangle down", "step skipped: loss or gradient-norm outlier"),
+    "skipped_update": ("^", "triangle up", "update skipped: too large"),
+    "moments_reset": ("D", "diamond", "optimizer moments reset"),
+}
 
 @dataclass
 class Figure:
@@ -62,12 +67,35 @@ def _worse_edge(ax, higher: bool) -> float:
     return low if higher else high
 
 
+def _events(steps: pd.DataFrame) -> list[str]:
+    """The EVENTS columns with at least one event in these runs."""
+    return [name for name in EVENTS if name in steps and (steps[name].fillna(0) > 0).any()]
+
+
+def _mark_events(ax, steps: pd.DataFrame, curves: pd.DataFrame, column: str, events: list[str],
+                 colours: dict) -> list:
+    """Each run's events as markers on that run's drawn curve (its value in the bin holding the step), in its
+    group's colour; returns the legend's handles, one per kind of event."""
+    handles = []
+    for name in events:
+        hits = steps.loc[steps[name].fillna(0) > 0, ["run", "group", "step"]].sort_values("step")
+        if hits.empty:
+            continue
+        placed = pd.merge_asof(hits, curves[["run", "step", column]].sort_values("step"), on="step", by="run")
+        marker, _, text = EVENTS[name]
+        ax.scatter(placed.step, placed[column], marker=marker, s=28, c=[colours[g] for g in placed.group],
+                   edgecolor="black", linewidth=0.6, zorder=4)
+        handles.append(plt.Line2D([], [], ls="", marker=marker, markerfacecolor="white", markeredgecolor="black",
+                                  label=f"{text} ({len(hits)})"))
+    return handles
+
+
 def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: str, path: Path, smooth: int,
-                 higher: bool = False, target: float | None = None) -> str:
+                 higher: bool = False, target: float | None = None, events: list[str] = ()) -> str:
     """Median over seeds (line) with the min-max band, one facet per task; x marks where a run diverged, on the
     worse edge. Bounded metrics stay on a linear axis; a loss whose early spikes would squash the rest is zoomed
     to its 99th percentile; a metric spanning more than 8x goes on a log axis. Returns the y scale: "zoomed", "log" or
-    "linear". ``target`` is drawn as a dashed line.
+    "linear". ``target`` is drawn as a dashed line; ``events`` (EVENTS columns) are marked on each run's curve.
 
     The value at the divergence step is drawn only as the x, not folded into the median.
     """
@@ -102,7 +130,8 @@ def _line_figure(steps: pd.DataFrame, runs: pd.DataFrame, column: str, ylabel: s
             edge = _worse_edge(ax, higher)
             ax.scatter(task_marks.step, [edge] * len(task_marks), marker="x", color="black", s=40, zorder=5,
                        clip_on=False, label=f"diverged (drawn on the {'bottom' if higher else 'top'} edge)")
-        ax.legend(fontsize=8)
+        marked = _mark_events(ax, steps[steps.task == task], part, column, events, _palette(groups))
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + marked, fontsize=8)
         ax.set(xlabel="optimizer step", ylabel=ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""),
                title=task if len(tasks) > 1 else None)
     fig.tight_layout()
@@ -216,7 +245,10 @@ def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list
     edge = "bottom" if higher else "top"
     smooth = max(1, int(runs.steps_run.max()) // 100)
     band = f"line: median over {seeds}; band: min to max over the seeds still running at that step"
-    loss_scale = _line_figure(steps, runs, "loss", "training loss (nats, per batch)", figures / "loss.png", smooth)
+    events = _events(steps)
+    loss_scale = _line_figure(steps, runs, "loss", "training loss (nats, per batch)", figures / "loss.png", smooth,
+                              events=events)
+    marks = "; ".join(f"{EVENTS[name][1]}: {EVENTS[name][2]} (column {name})" for name in events)
     heldout_scale = _line_figure(steps, runs, f"val_{metric}" if metric != "task metric" else "val_loss",
                  f"held-out {metric} ({'higher' if higher else 'lower'} is better)", figures / "heldout.png", 1,
                  higher, target)
@@ -225,7 +257,9 @@ def make_figures(runs: pd.DataFrame, steps: pd.DataFrame, figures: Path) -> list
     more = runs.group.nunique() > MAX_PANELS
     return [
         Figure("loss.png", f"Training loss per step{f' (running mean over {smooth} steps)' if smooth > 1 else ''}, "
-                           f"by group; {band}; x: a run diverged there (its line ends){SCALE[loss_scale]}."),
+                           f"by group; {band}; x: a run diverged there (its line ends)"
+                           f"{f'; markers on the curve of the run where it happened, {marks}' if events else ''}"
+                           f"{SCALE[loss_scale]}."),
         Figure("heldout.png", f"Held-out {metric} at each evaluation, by group; {band}; x: a run diverged, on the "
                               f"{edge} (worse) edge (its value there is not part of the median)"
                               f"{f'; dashed: the target {target:g}' if target is not None else ''}"
