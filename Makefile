@@ -76,7 +76,7 @@ calibrate: $(STAMP)
 	rm -rf results/calibration && mv results/.calibration.new results/calibration
 	$(PY) -m gradclip.report results/calibration
 
-# Plain loop vs the suite, clip overhead, LSTM vs matmul peak: prints a table, writes benchmarks/RESULTS.md (< 10 min).
+# Plain loop vs the suite, clipping's share of a step, LSTM vs matmul peak, GPT step: benchmarks/RESULTS.md (< 10 min).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 

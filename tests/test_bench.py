@@ -1,11 +1,17 @@
-"""The benchmark's plain loop (side (a) of `make bench`): the work it is timed on, and its refusals."""
+"""`make bench`: its plain loop (side (a)), the work it is timed on and its refusals; the step costs' measurement and
+the results page, their structure (never their timings)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-PLAIN = Path(__file__).resolve().parents[1] / "benchmarks" / "plain_loop.py"
+ROOT = Path(__file__).resolve().parents[1]
+PLAIN = ROOT / "benchmarks" / "plain_loop.py"
+sys.path.insert(0, str(PLAIN.parent))
+import bench  # noqa: E402
+import step_costs  # noqa: E402
 
 
 def plain(*args: str) -> subprocess.CompletedProcess:
@@ -25,18 +31,17 @@ def test_plain_loop_refuses_an_unknown_regime():
 
 
 def test_results_page_says_which_targets_are_met_and_by_how_much_the_others_are_missed():
-    sys.path.insert(0, str(PLAIN.parent))
-    import bench
-
     setups = list(bench.STEPS)
     measured = {
         "measured": "2026-01-01 00:00", "machine": "test", "command": "python benchmarks/bench.py", "seconds": 60.0,
         "suite_args": bench.SUITE_ARGS, "peaks": {"1024": 100.0, "2048": 90.0},
         "rates": {s: {"plain": 30.0, "suite": 10.0 if s == "deep_mlp" else 20.0, "plain_startup": 3.0,
                       "suite_startup": 5.0, "repeats": 2, "notes": []} for s in setups},
-        "overheads": {s: {"step": {"none": 0.002, "none, 1 thread": 0.0025},
-                          "overhead": {"clip_grad_norm_": 0.01, "Clipper": 0.03 if s == "adding_rnn" else 0.015},
-                          "tensors": 6} for s in setups},
+        "clip": {s: {"step": {"bare": 0.0025, "bare, default threads": 0.002},
+                     "share": {"norm": 0.012, "clipping": 0.03 if s == "regression_mlp" else 0.015,
+                               "clip_grad_norm_": 0.05},
+                     "clip_us": {"none": 30.0, "norm1": 41.0}, "clipped": 0.5, "tensors": 6, "rounds": 20,
+                     "block_steps": 8} for s in step_costs.SETUPS},
         "lstm": {"flops": 1.0e9, "recurrent": 0.6e9, "step": 0.0125, "gflops": 80.0, "recurrent_mm": 50.0,
                  "timesteps": 64, "shape": "32×128]·[128×512"},
         "gpt": {"bare": 0.040, "suite": 0.046, "ratio": 1.15, "load": 3.0, "tokens": 1024, "measured": "2026-01-01"}}
@@ -45,6 +50,31 @@ def test_results_page_says_which_targets_are_met_and_by_how_much_the_others_are_
     assert "| 3.00× | met |" in rows["deep_mlp"] and "1.50× | **missed**: the suite would need 1.7× its speed" in rows[
         "adding_rnn"]
     page = bench.report(measured)
-    assert "| +1.0% | +3.0% | 6 | 3.3 | **missed**: 3.0% |" in page and "| +1.0% | +1.5% | 6 | 3.3 | met |" in page
+    clip_rows = {line.split(" | ")[0].strip("| "): line for line in page.split("## Clipping's share")[1].splitlines()
+                 if line.startswith("| ") and " | 6 | " in line}
+    assert list(clip_rows) == list(step_costs.SETUPS)  # a row per setup, in order
+    assert clip_rows["regression_mlp"] == ("| regression_mlp | 6 | 2.50 / 2.00 | +1.2% | +3.0% | 50% | 30 / 41 | "
+                                           "+5.0% | **missed**: 3.0% |")
+    assert clip_rows["charlm_gpt"].endswith("| +1.5% | 50% | 30 / 41 | +5.0% | met |")
+    bounds = page.split("## What bounds the ratio")[1].split("## ")[0]
+    assert "| 2.00 / 2.50 |" in next(line for line in bounds.splitlines() if line.startswith("| deep_mlp |"))
     assert "**80.0** = 80% of the peak (100.0)" in page and "Target ≥ 70% of the peak: met" in page
     assert "| 40.0 | 46.0 | 1.15× | **missed**: 1.15× |" in page and "load average of 3.0" in page
+
+
+def test_clipping_share_covers_every_protocol_setup():
+    from experiments.tuned.design import SETUPS
+
+    assert set(SETUPS) <= set(step_costs.SETUPS) and {"adding_rnn", "charlm_gpt"} <= set(step_costs.SETUPS)
+    assert all((ROOT / "conf" / "setup" / f"{setup}.yaml").is_file() for setup in step_costs.SETUPS)
+
+
+def test_clipping_share_measures_every_variant_on_a_real_step():
+    """A short real measurement has the structure RESULTS.json stores (its numbers are timings: not checked)."""
+    share = step_costs.clip_share("regression_mlp", rounds=2)
+    assert set(share) == {"step", "share", "clip_us", "clipped", "tensors", "rounds", "block_steps"}
+    assert set(share["step"]) == {"bare", "bare, default threads"} and all(t > 0 for t in share["step"].values())
+    assert set(share["share"]) == {"norm", "clipping", "clip_grad_norm_"}
+    assert all(math.isfinite(v) for v in share["share"].values()) and set(share["clip_us"]) == {"none", "norm1"}
+    assert share["clipped"] == 1.0 and share["tensors"] == 4 and share["rounds"] == 2  # norm ~1e3 > 1: every step
+    assert step_costs.BLOCK_STEPS[0] <= share["block_steps"] <= step_costs.BLOCK_STEPS[1]

@@ -2,6 +2,9 @@
 
 A method is a ``Clipper``: a dataclass of its settings whose ``clip(params)`` clips the gradients in place and says
 what it did (``ClipStats``); the global norm before clipping comes out of the clip itself, so logging it is free.
+The norm and the scaling are fused (``global_norm``, ``scale_to``: one norm over all gradients, one multiplication,
+the factor computed in Python) and give ``clip_grad_norm_``'s bits (pytorch/pytorch, ``torch/nn/utils/clip_grad.py``;
+tests/test_clip_bits.py): a step that does not clip costs four torch calls, one that clips six.
 A method that decides on the step's training loss too gets it from ``observe(loss)`` before the clip, and one that
 decides the step must not update at all says so with ``ClipStats.skip``. On diagnostic steps (``measure=True``) the
 post-clip norm and the cosine to the raw gradient are measured on the gradients the clip left, for every method; on
@@ -12,8 +15,10 @@ inside the methods, so checking a config does not load it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gradclip.component import Component, component_name, label, rule
@@ -44,21 +49,47 @@ def cosine(raw: list, new: list) -> float:
     return max(-1.0, min(1.0, float(a @ b) / denominator)) if denominator > 0 else math.nan
 
 
-def scale_to(params: list, norm, threshold: float) -> ClipStats:
-    """Scale every gradient by threshold / (norm + EPS), as ``clip_grad_norm_`` does once it clips."""
+def global_norm(grads: list):
+    """The global L2 norm of ``grads`` as a tensor: ``get_total_norm(foreach=True)``'s three operations, the same bits
+    (all gradients share one device and dtype, as a model's do), without its grouping and per-tensor moves."""
     import torch
-    from torch.nn.utils import clip_grads_with_norm_
 
-    clip_grads_with_norm_(params, threshold, norm, foreach=True)
-    post = norm * torch.clamp(threshold / (norm + EPS), max=1.0)
-    return ClipStats(float(norm), float(post), bool(post < norm))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def total_norm(params: list):
-    """The global L2 norm of the gradients, as a tensor (``get_total_norm`` without foreach)."""
-    from torch.nn.utils import get_total_norm
+    """The global L2 norm of the gradients of ``params``, as a tensor."""
+    return global_norm([p.grad for p in params])
 
-    return get_total_norm([p.grad for p in params])
+
+@functools.cache
+def rounding(dtype) -> Callable[[float], float]:
+    """float -> the nearest value of the torch ``dtype`` (float32, float64), as a float."""
+    import torch
+
+    real = torch.empty((), dtype=dtype).numpy().dtype.type
+    return lambda x: float(real(x))
+
+
+def clip_factor(norm: float, threshold: float, rnd: Callable[[float], float]) -> float:
+    """``clip_grad_norm_``'s factor min(threshold / (norm + EPS), 1), rounded as its tensor operations round it in the
+    norm's dtype (``rnd``): the sum, a reciprocal times the threshold (torch divides a number by a tensor so), the
+    minimum. Each operation is computed in float64 and rounded once, which is the correctly rounded float32 result
+    (53 >= 2 x 24 + 2 bits: double rounding is innocuous)."""
+    return min(rnd(rnd(1 / rnd(norm + rnd(EPS))) * rnd(threshold)), 1.0)
+
+
+def scale_to(params: list, norm, threshold: float) -> ClipStats:
+    """Scale every gradient by min(threshold / (norm + EPS), 1), as ``clip_grad_norm_`` does once it clips: one fused
+    multiplication by the factor it computes (``norm``: the global norm as a tensor), the same bits, and the
+    post-clip norm norm x factor, rounded as a tensor product."""
+    import torch
+
+    grads, pre, rnd = [p.grad for p in params], norm.item(), rounding(norm.dtype)
+    factor = clip_factor(pre, threshold, rnd)
+    torch._foreach_mul_(grads, torch.full((), factor, dtype=norm.dtype, device=norm.device))
+    post = rnd(pre * factor)
+    return ClipStats(pre, post, post < pre)
 
 
 @dataclass

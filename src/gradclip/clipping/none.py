@@ -14,5 +14,5 @@ class NoClip(Clipper):
     threshold: ClassVar[float] = math.inf  # never clips
 
     def clip(self, params: list) -> ClipStats:
-        norm = float(total_norm(params))
+        norm = total_norm(params).item()
         return ClipStats(norm, norm, False)

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from gradclip.clipping import Clipper, ClipStats, scale_to
+from gradclip.clipping import Clipper, ClipStats, scale_to, total_norm
 from gradclip.component import ConfigError, positive, rule
 
 
@@ -56,9 +56,7 @@ class SkipStep(Clipper):
         self.loss = loss
 
     def clip(self, params: list) -> ClipStats:
-        from torch.nn.utils import get_total_norm
-
-        norm = get_total_norm([p.grad for p in params], foreach=True)  # the norm clip_grad_norm_ computes
+        norm = total_norm(params)  # the norm clip_grad_norm_ computes
         self.skipped = math.isfinite(norm) and self._outlier(self.loss, float(norm))
         if self.skipped or not math.isfinite(norm):
             return ClipStats(float(norm), float(norm), False, skip=self.skipped)
