@@ -102,5 +102,5 @@ def answer(runs: pd.DataFrame) -> list[str]:
     first_run = runs.iloc[0]
     if all(first_run.get(k) == v for k, v in DEFAULT_JOB.items()):
         lines.append("lr 16 was chosen so that no clipping fails here (README: calibration); with each arm's lr "
-                     "tuned and 10 fresh seeds, see results/REPORT.md (make reproduce) for what holds.")
+                     "tuned and 20 fresh seeds, see results/REPORT.md (make reproduce, make verify) for what holds.")
     return lines
