@@ -14,8 +14,9 @@ from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slurm
 
-# 4 runs of 1500 steps (~5-15 s each): long enough to cancel one mid-run, two populations of 2 runs (array tasks)
-SWEEP = ["seed=0,1,2,3", "setup=digits_mlp", "steps=1500", "checkpoint_every=50", "logger=none",
+# 4 runs of 15000 steps (~0.5 ms each unloaded): long enough to cancel one mid-run (1500 steps ended before the
+# scancel on a fresh clone at a load of 3), two populations of 2 runs (array tasks)
+SWEEP = ["seed=0,1,2,3", "setup=digits_mlp", "steps=15000", "checkpoint_every=50", "logger=none",
          "hydra.launcher.max_population=2"]
 SLURM = ["-m", "hydra/launcher=slurm", *SWEEP]
 
