@@ -128,19 +128,20 @@ def sweeper(results: Path, jobs: int, extra: list[str]):
 
     def sweep(stage: str, job_list: list[list[str]]):
         wanted = [tuple(prefix + j) for j in job_list]
-        parts = [stage] + [f"{stage}+{i}" for i in range(2, 100) if (base / f"{stage}+{i}.jobs.yaml").is_file()]
-        covered = {j for part in parts for j in listed(part)}
+        names = [stage] + [f"{stage}+{i}" for i in range(2, 100) if (base / f"{stage}+{i}.jobs.yaml").is_file()]
+        parts = {part: listed(part) for part in names}  # each part's job list, read once
+        covered = {j for jobs_of_part in parts.values() for j in jobs_of_part}
         missing = [j for j in dict.fromkeys(wanted) if j not in covered]
         if missing:
-            part = stage if not listed(stage) else f"{stage}+{len(parts) + 1}"
+            part = stage if not parts[stage] else f"{stage}+{len(parts) + 1}"
             write_atomic(base / f"{part}.jobs.yaml", yaml.safe_dump([list(j) for j in missing]))
-            parts = list(dict.fromkeys([*parts, part]))
-        used = [part for part in parts if set(listed(part)) & set(wanted)]
+            parts[part] = missing
+        used = [part for part, jobs_of_part in parts.items() if set(jobs_of_part) & set(wanted)]
         print(f"{NAME}: stage {stage}, {len(wanted)} runs ({len(missing)} new)", flush=True)
         found_runs, found_steps = [], []
         for part in used:  # each resumes unless done; a part of other code is set aside and rerun by run_sweep
             folder = base / part
-            if not finished(folder, len(listed(part))):
+            if not finished(folder, len(parts[part])):
                 run_sweep(f"{NAME}/{part}", results, jobs, [], folder=folder, jobs_file=base / f"{part}.jobs.yaml")
             runs, steps = load_runs(folder)
             found_runs.append(runs.assign(run=part + "/" + runs.run.astype(str)))
