@@ -43,6 +43,42 @@ def run_sweep(name: str, results: Path, jobs: int, extra: list[str], folder: Pat
     return folder, time.perf_counter() - started
 
 
+def stage_parser(description: str):
+    """The command line of an experiment that runs its own stages (``python -m experiments.NAME``): where results go,
+    how many runs in parallel, extra overrides for every run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel runs (default 2)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def stage_sweeper(name: str, results: Path, jobs: int, prefix: list[str]):
+    """sweep(stage, job_list) -> (runs, steps): one resumable sweep per stage under results/runs/<name>/<stage>, each
+    job run with the overrides ``prefix`` first; each run's ``overrides`` are given back as the stage listed them
+    (from its setup= on: without the launcher's and ``prefix``). A stage folder of another job list is moved aside."""
+    import yaml
+
+    def sweep(stage: str, job_list: list[list[str]]):
+        folder = results / "runs" / name / stage
+        jobs_file = results / "runs" / name / f"{stage}.jobs.yaml"
+        text = yaml.safe_dump([[*prefix, *j] for j in job_list])  # every override of every job: the whole stage
+        if folder.exists() and (not jobs_file.is_file() or jobs_file.read_text() != text):
+            stale = folder.with_name(f"{stage}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            folder.rename(stale)
+            print(f"{folder}: runs of another job list, moved to {stale}; starting fresh", flush=True)
+        write_atomic(jobs_file, text)
+        print(f"{name}: stage {stage}, {len(job_list)} runs", flush=True)
+        run_sweep(f"{name}/{stage}", results, jobs, [], folder=folder, jobs_file=jobs_file)
+        runs, steps = load_runs(folder)
+        return runs.assign(overrides=[list(o)[[x.startswith("setup=") for x in o].index(True):]
+                                      for o in runs.overrides]), steps
+
+    return sweep
+
+
 def store_tables(name: str, module, folder: Path, results: Path, seconds: float) -> None:
     """The experiment's tables from its job files, as CSV under results/<name>/ (written atomically)."""
     runs, steps = load_runs(folder)

@@ -99,46 +99,19 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list:
 
 
 def sweeper(results: Path, jobs: int, extra: list[str]):
-    """sweep(stage, jobs) -> (runs, steps): one resumable sweep per stage under results/runs/tuned/<stage>; each
-    run's ``overrides`` are given back as the stage listed them (from its setup= on: without the launcher's, EXTRA
-    and ``extra``)."""
-    import yaml
+    """sweep(stage, jobs) -> (runs, steps): one resumable sweep per stage under results/runs/tuned/<stage>
+    (``experiments.runner.stage_sweeper``)."""
+    from experiments.runner import stage_sweeper
 
-    from experiments.runner import run_sweep
-    from gradclip.files import write_atomic
-    from gradclip.report import load_runs
-
-    prefix = [*EXTRA, *extra]
-
-    def sweep(stage: str, job_list: list[list[str]]):
-        folder = results / "runs" / NAME / stage
-        jobs_file = results / "runs" / NAME / f"{stage}.jobs.yaml"
-        text = yaml.safe_dump([prefix + j for j in job_list])  # every override of every job: the whole stage
-        if folder.exists() and (not jobs_file.is_file() or jobs_file.read_text() != text):
-            stale = folder.with_name(f"{stage}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            folder.rename(stale)
-            print(f"{folder}: runs of another job list, moved to {stale}; starting fresh", flush=True)
-        write_atomic(jobs_file, text)
-        print(f"{NAME}: stage {stage}, {len(job_list)} runs", flush=True)
-        run_sweep(f"{NAME}/{stage}", results, jobs, [], folder=folder, jobs_file=jobs_file)
-        runs, steps = load_runs(folder)
-        return runs.assign(overrides=[list(o)[[x.startswith("setup=") for x in o].index(True):]
-                                      for o in runs.overrides]), steps
-
-    return sweep
+    return stage_sweeper(NAME, results, jobs, [*EXTRA, *extra])
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from experiments.runner import RESULTS, cpu, load_tables, store
+    from experiments.runner import cpu, load_tables, stage_parser, store
     from experiments.claims_report import build_report
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--verify", action="store_true", help="rerun the deciding stage on the verify block")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel runs (default 2)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.verify and "choices" not in load_tables(args.results, NAME):
         parser.error(f"no stored choices in {args.results / NAME}: run `make reproduce` first")
