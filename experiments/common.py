@@ -159,11 +159,12 @@ def metric_axis_label(metric: str, higher: bool) -> str:
     return f"final held-out {metric}{f' ({unit})' if unit else ''}\n{'higher' if higher else 'lower'} is better"
 
 
-def save_figure(fig, path) -> None:
-    """Every experiment figure is written the same way: tight layout, 110 dpi, then closed."""
+def save_figure(fig, path, rect=(0, 0, 1, 1)) -> None:
+    """Every experiment figure is written the same way: tight layout (within ``rect``, leaving room for a legend
+    outside it), 110 dpi, then closed."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -12,7 +12,7 @@ from experiments import tuned
 from experiments.tuned import design, rules, stages
 
 METRIC = {"charlm_lstm": "bpc", "regression_mlp": "mse", "digits_deep_mlp": "accuracy", "digits_mlp": "accuracy",
-          "digits_mlp_adam": "accuracy"}
+          "digits_mlp_adam": "accuracy", "charlm_gpt": "bpc"}
 
 
 def job_facts(job):
@@ -212,7 +212,6 @@ def test_a_new_setup_runs_only_its_own_jobs(tmp_path, monkeypatch):
     import yaml
 
     import experiments.runner
-    import gradclip.report
 
     ran = []
 
@@ -229,7 +228,7 @@ def test_a_new_setup_runs_only_its_own_jobs(tmp_path, monkeypatch):
         return runs, pd.DataFrame({"run": runs.run, "loss": 1.0})
 
     monkeypatch.setattr(experiments.runner, "run_sweep", fake_run_sweep)
-    monkeypatch.setattr(gradclip.report, "load_runs", fake_load_runs)
+    monkeypatch.setattr(experiments.runner, "load_runs", fake_load_runs)
     sweep = tuned.sweeper(tmp_path, 2, [])
     old = [["setup=charlm_lstm", f"seed={s}"] for s in range(3)]
     new = [["setup=charlm_gpt", f"seed={s}"] for s in range(2)]

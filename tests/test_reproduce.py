@@ -79,9 +79,11 @@ def check_report_html(page_path: Path, md_path: Path) -> Page:
 
 
 def stored_copy(tmp_path):
-    """results/ without the rebuilt parts: only each experiment's CSV tables and meta.json."""
+    """results/ without the rebuilt parts: only each experiment's CSV tables and meta.json (an experiment not run
+    yet has none: its card says so)."""
     for name in claim_experiments():
-        shutil.copytree(RESULTS / name, tmp_path / name)
+        if (RESULTS / name).is_dir():
+            shutil.copytree(RESULTS / name, tmp_path / name)
     return tmp_path
 
 

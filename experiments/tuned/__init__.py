@@ -99,74 +99,19 @@ def figures(tables: dict[str, pd.DataFrame], out_dir) -> list:
 
 
 def sweeper(results: Path, jobs: int, extra: list[str]):
-    """sweep(stage, jobs) -> (runs, steps): resumable sweeps under results/runs/tuned/, found by what they ran, not
-    by their order: a stage's jobs that some part of it (<stage>/, then <stage>+2/, ...: each a fixed job list,
-    <part>.jobs.yaml) already lists are taken from there, and only the others run, as a new part. A new setup or arm
-    thus runs only its own jobs. Each run's ``overrides`` come back as the stage listed them (from its setup= on:
-    without the launcher's, EXTRA and ``extra``)."""
-    import yaml
+    """sweep(stage, jobs) -> (runs, steps): resumable sweeps under results/runs/tuned/ found by what
+    they ran (``experiments.runner.stage_sweeper``)."""
+    from experiments.runner import stage_sweeper
 
-    from experiments.runner import run_sweep
-    from gradclip.files import write_atomic
-    from gradclip.report import load_runs
-    from gradclip.sweep import MixedResultsError, check_folder
-
-    prefix = [*EXTRA, *extra]
-    base = results / "runs" / NAME
-
-    def listed(part: str) -> list[tuple[str, ...]]:
-        jobs_file = base / f"{part}.jobs.yaml"
-        return [tuple(j) for j in yaml.safe_load(jobs_file.read_text())] if jobs_file.is_file() else []
-
-    def finished(folder: Path, count: int) -> bool:
-        """Every job of the part has its summary.json, and the part is of this code and schema."""
-        try:
-            check_folder(folder, [])
-        except MixedResultsError:
-            return False
-        return folder.is_dir() and sum(1 for _ in folder.glob("*/summary.json")) >= count
-
-    def sweep(stage: str, job_list: list[list[str]]):
-        wanted = [tuple(prefix + j) for j in job_list]
-        names = [stage] + [f"{stage}+{i}" for i in range(2, 100) if (base / f"{stage}+{i}.jobs.yaml").is_file()]
-        parts = {part: listed(part) for part in names}  # each part's job list, read once
-        covered = {j for jobs_of_part in parts.values() for j in jobs_of_part}
-        missing = [j for j in dict.fromkeys(wanted) if j not in covered]
-        if missing:
-            part = stage if not parts[stage] else f"{stage}+{len(parts) + 1}"
-            write_atomic(base / f"{part}.jobs.yaml", yaml.safe_dump([list(j) for j in missing]))
-            parts[part] = missing
-        used = [part for part, jobs_of_part in parts.items() if set(jobs_of_part) & set(wanted)]
-        print(f"{NAME}: stage {stage}, {len(wanted)} runs ({len(missing)} new)", flush=True)
-        found_runs, found_steps = [], []
-        for part in used:  # each resumes unless done; a part of other code is set aside and rerun by run_sweep
-            folder = base / part
-            if not finished(folder, len(parts[part])):
-                run_sweep(f"{NAME}/{part}", results, jobs, [], folder=folder, jobs_file=base / f"{part}.jobs.yaml")
-            runs, steps = load_runs(folder)
-            found_runs.append(runs.assign(run=part + "/" + runs.run.astype(str)))
-            found_steps.append(steps.assign(run=part + "/" + steps.run.astype(str)))
-        runs, steps = pd.concat(found_runs, ignore_index=True), pd.concat(found_steps, ignore_index=True)
-        runs = runs.assign(overrides=[list(o)[[x.startswith("setup=") for x in o].index(True):]
-                                      for o in runs.overrides])
-        keep = runs.overrides.map(tuple).isin({j[len(prefix):] for j in wanted})
-        runs = runs[keep].assign(job=runs.overrides.map(tuple)).drop_duplicates("job").drop(columns="job")
-        return runs.reset_index(drop=True), steps[steps.run.isin(runs.run)]
-
-    return sweep
+    return stage_sweeper(NAME, results, jobs, [*EXTRA, *extra])
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from experiments.runner import RESULTS, cpu, load_tables, store
+    from experiments.runner import cpu, load_tables, stage_parser, store
     from experiments.claims_report import build_report
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--verify", action="store_true", help="rerun the deciding stage on the verify block")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel runs (default 2)")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.verify and "choices" not in load_tables(args.results, NAME):
         parser.error(f"no stored choices in {args.results / NAME}: run `make reproduce` first")

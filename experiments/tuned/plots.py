@@ -82,11 +82,11 @@ def interval_figure(shown: pd.DataFrame, final: pd.DataFrame, path: Path) -> Non
     save_figure(fig, path)
 
 
-def panels(setups: list[str], height: float):
-    """A figure with one panel per setup, three to a row (the grid follows the number of setups)."""
+def panels(setups: list[str], height: float, columns: int = 3):
+    """A figure with one panel per setup, ``columns`` to a row (the grid follows the number of setups)."""
     import matplotlib.pyplot as plt
 
-    cols = min(3, len(setups))
+    cols = min(columns, len(setups))
     fig, axes = plt.subplots(math.ceil(len(setups) / cols), cols, figsize=(5.2 * cols, height * math.ceil(
         len(setups) / cols)), squeeze=False)
     for ax in axes.flat[len(setups):]:

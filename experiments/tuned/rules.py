@@ -84,19 +84,26 @@ def boundary(verdict: str, smallest: float, kind: str, estimate: float) -> float
 def judge(row: Row, one: pd.DataFrame, two: pd.DataFrame) -> dict:
     """One row on one setup and block: interval, verdict, the p-value that earned it (for Holm), a note."""
     m = measure(row, one, two)
+    found = judge_measure(m, row.kind, row.measure == "stuck")
+    if row.measure == "diverged":
+        found["note"] = "diverged a/b at " + ", ".join(f"{f:g} x: {ka}/{kb}" for f, (ka, kb) in m["counts"].items())
+    return found
+
+
+def judge_measure(m: dict, kind: str, stuck: bool = False) -> dict:
+    """A measure (``measure``'s dict: per-seed ``values`` or the arms or counts, ``smallest``, ``unit``,
+    ``interval``) judged: its interval, verdict words, the p-value that earned the verdict (for Holm), a note."""
     confidence = m.get("confidence", stats.CONFIDENCE)
     iv = m["interval"](confidence)
     smallest, note = m["smallest"], ""
-    if row.measure == "stuck":
+    if stuck:
         verdict, p, note = _stuck(m, iv, confidence)
     else:
-        verdict = word(iv, smallest, row.kind)
-        edge = boundary(verdict, smallest, row.kind, iv.estimate)
+        verdict = word(iv, smallest, kind)
+        edge = boundary(verdict, smallest, kind, iv.estimate)
         p = _p(m, edge, confidence) if verdict in DECIDED else math.nan
         if verdict == "no detectable effect":
             p = max(_p(m, -smallest, confidence), _p(m, smallest, confidence))
-    if row.measure == "diverged":
-        note = "diverged a/b at " + ", ".join(f"{f:g} x: {ka}/{kb}" for f, (ka, kb) in m["counts"].items())
     return {"iv": iv, "smallest": smallest, "unit": m["unit"], "verdict": verdict, "p": p, "note": note,
             "confidence": confidence}
 

@@ -21,8 +21,9 @@ def _num(x: float, digits: int = 3) -> str:
     return "∞" if x == math.inf else "-∞" if x == -math.inf else f"{x:.{digits}g}"
 
 
-def effect_words(unit: str, estimate: float, low: float, high: float, a: str, b: str) -> str:
-    """The effect as a sentence with its direction: positive estimates favour arm a."""
+def effect_words(unit: str, estimate: float, low: float, high: float, a: str, b: str, verb: str = "better") -> str:
+    """The effect as a sentence with its direction: positive estimates favour arm a ("a better by 0.05 bpc [..]";
+    ``verb`` says what favours means on a plain scale: "wider", "less sensitive")."""
     if not math.isfinite(estimate):
         return "–"
     winner, (est, lo, hi) = (a, (estimate, low, high)) if estimate >= 0 else (b, (-estimate, -high, -low))
@@ -34,7 +35,7 @@ def effect_words(unit: str, estimate: float, low: float, high: float, a: str, b:
                 "log ratio": "better: MSE"}[unit]
         return f"{winner} {what} ratio {ratio}"
     scale = 100 if unit == "accuracy" else 1
-    return f"{winner} better by {_num(scale * est)} {UNITS.get(unit, unit)} [{_num(scale * lo)}, {_num(scale * hi)}]"
+    return f"{winner} {verb} by {_num(scale * est)} {UNITS.get(unit, unit)} [{_num(scale * lo)}, {_num(scale * hi)}]"
 
 
 def arm_score(row: Row, frame: pd.DataFrame) -> str:
@@ -78,9 +79,10 @@ def _block(decided: pd.DataFrame, blocks: str) -> pd.DataFrame:
     return decided if "pooled" in str(blocks) else decided[decided.block == "decide"]
 
 
-def words_by_setup(part: pd.DataFrame) -> str:
-    """'supported on the char LSTM; undecided on the regression MLP and the deep MLP'."""
-    grouped = part.groupby("verdict", sort=False).setup.apply(lambda s: " and ".join(SETUPS[x].label for x in s))
+def words_by_setup(part: pd.DataFrame, setups: dict = SETUPS) -> str:
+    """'supported on the char LSTM; undecided on the regression MLP and the deep MLP' (``setups``: name -> a
+    declaration with a ``label``)."""
+    grouped = part.groupby("verdict", sort=False).setup.apply(lambda s: " and ".join(setups[x].label for x in s))
     return "; ".join(f"{word} on the {where}" for word, where in grouped.items())
 
 
@@ -133,6 +135,8 @@ all. Arms that chose the same configuration are not compared ("not tested")."""
 
 SCOPE = ("What makes no clipping fail here, and so what these verdicts cover: "
          + "; ".join(f"{spec.label}: {spec.fails}" for spec in SETUPS.values() if spec.fails)
-         + "; the two shallow digits MLPs (SGD lr 0.1, Adam lr 1e-3) do not explode. The intervals cover training "
+         + "; the two shallow digits MLPs (SGD lr 0.1, Adam lr 1e-3) do not explode; "
+         + "; ".join(f"{spec.label}: {spec.clipped_today}" for spec in SETUPS.values() if spec.clipped_today)
+         + " (C5 is tested there too). The intervals cover training "
          "randomness (initialisation and batch order, one seed each) on one fixed data split per task, not a new "
          "sample of data, and one architecture per setup; the lr grids are x10^(k/2) of each setup's lr.")

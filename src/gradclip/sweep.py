@@ -2,7 +2,8 @@
 jobs below a folder and which of them failed (light imports: the exit status needs no plotting library).
 
 A job is finished when its ``summary.json`` (written last, atomically) is valid: it parses, it was written by this
-code version and file schema, its status is ``ok`` or ``diverged``, and its ``metrics.csv`` is there. A rerun of the
+code version (or one recorded as computing the same bytes: ``equivalent_versions.yaml``, ``gradclip.equivalence``)
+and file schema, its status is ``ok`` or ``diverged``, and its ``metrics.csv`` is there. A rerun of the
 same sweep command (same ``hydra.sweep.dir``) skips finished jobs, resumes unfinished ones from their checkpoint and
 reruns failed ones. A folder holding results of other code, another schema or another config is refused.
 """
@@ -24,7 +25,9 @@ SCHEMA_VERSION = 4  # layout of the job files (config.yaml, metrics.csv, summary
 IGNORED_KEYS = ("logger", "report")  # config keys that do not change a run's numbers
 
 
-PRESENTATION = {"report", "stats.py", "screenshots.py", "callbacks.py", "logger.py", "files.py", "help.py"}
+PRESENTATION = {"report", "stats.py", "screenshots.py", "callbacks.py", "logger.py", "files.py", "help.py",
+                "equivalence.py"}
+EQUIVALENT = Path(__file__).with_name("equivalent_versions.yaml")
 
 
 @functools.cache
@@ -67,13 +70,28 @@ def stamp() -> dict:
     return {"code_version": code_version(), "schema_version": SCHEMA_VERSION}
 
 
+def accepted_versions(path: Path = EQUIVALENT) -> set[str]:
+    """This code's version and every version recorded in ``path`` in a group with it: versions whose runs,
+    rerun by this code, gave the same bytes (``python -m gradclip.equivalence``)."""
+    ours = code_version()
+    groups = yaml.safe_load(path.read_text()) if path.is_file() else []
+    return {ours}.union(*(g["versions"] for g in groups or [] if ours in g["versions"]))
+
+
+def is_ours(found: dict) -> bool:
+    """Whether a summary.json or sweep.json (``found``) is of this file schema and of code that computes this code's
+    numbers."""
+    return (isinstance(found, dict) and found.get("schema_version") == SCHEMA_VERSION
+            and found.get("code_version") in accepted_versions())
+
+
 def read_summary(job_dir: Path) -> dict | None:
     """The job's summary if the job is finished by this code (see module docstring), else None."""
     try:
         summary = json.loads((Path(job_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or {k: summary.get(k) for k in stamp()} != stamp():
+    if not is_ours(summary):
         return None
     if summary.get("status") not in ("ok", "diverged") or not (Path(job_dir) / "metrics.csv").is_file():
         return None
@@ -125,11 +143,12 @@ def check_folder(folder: Path, jobs: list[tuple[Path, dict]]) -> int:
             found = json.loads(path.read_text()) if path.is_file() else ours
         except (OSError, ValueError):
             found = {}
-        for key, value in ours.items():
-            if not isinstance(found, dict) or found.get(key) != value:
-                theirs = found.get(key, "unknown") if isinstance(found, dict) else "unknown"
-                raise MixedResultsError(f"{path.parent} holds results of {key.replace('_', ' ')} {theirs} "
-                                        f"(this is {value}); {fresh}")
+        if not is_ours(found):
+            key = "schema_version" if isinstance(found, dict) and found.get("code_version") in accepted_versions() \
+                else "code_version"
+            theirs = found.get(key, "unknown") if isinstance(found, dict) else "unknown"
+            raise MixedResultsError(f"{path.parent} holds results of {key.replace('_', ' ')} {theirs} "
+                                    f"(this is {ours[key]}); {fresh}")
     finished = 0
     for job_dir, resolved in jobs:
         config_path = job_dir / "config.yaml"

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.lr_sensitivity import main
+
+sys.exit(main())
