@@ -169,7 +169,7 @@ def claim_card(claim: str, statement: str, rows: list[tuple[str, Verdict]], sect
     findings = [v.finding or f"{name}: {v.verdict}" for name, v in rows]
     finding = "; ".join(findings) if rows else "not tested by any experiment"
     tables = [v.table for _, v in rows if v.table is not None]
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+    table = pd.concat(tables, ignore_index=True).fillna("–") if tables else pd.DataFrame(
         [{"experiment": row_label(name, v, rows), "verdict": v.verdict, "what was measured": v.measured}
          for name, v in rows])
     rules = {name: " ".join(module.RULE.split()) for name, module, _, _ in sections}

@@ -78,7 +78,8 @@ def today(results: Path = RESULTS) -> str:
             if r.verdict != "not tested"]
     sensitivity = final_rows(pd.read_csv(results / "lr_sensitivity" / "rows.csv"))
     lr_rows = {row.label: row for row in lr_design.ROWS}
-    over_lrs = [f"\"{r.row}\": **{r.verdict}** ({lr_effect(lr_rows[r.row], r)}, n = {int(r.n)})"
+    over_lrs = [f"\"{r.row}\": **{r.verdict}** ({lr_effect(lr_rows[r.row], r)}, n = {int(r.n)}"
+                + (f"; {r.note}" if isinstance(r.note, str) and r.note else "") + ")"
                 for r in sensitivity[sensitivity.setup == "charlm_gpt"].itertuples() if r.verdict != "not tested"]
     choices = pd.read_csv(results / "tuned" / "choices.csv").set_index(["setup", "arm"])
     clipped = pd.read_csv(results / "lr_sensitivity" / "clipped.csv")

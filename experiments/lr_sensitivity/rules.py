@@ -180,6 +180,7 @@ def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """One verdict per row and setup: the declared grid's, shown beside the shifted grids' ("-0.5: ... · 0: ... ·
     +0.5: ..."); a decided verdict that a shifted grid decides otherwise (another of supported, contradicted, no
     detectable effect) flips, and becomes undecided."""
+    rows = rows.assign(block=[b if isinstance(b, str) else shift_label(round(float(b) / STEP)) for b in rows.block])
     words = dict(zip(zip(rows.row, rows.setup, rows.block), rows.verdict))
     final = rows[rows.block == "0"].reset_index(drop=True)
     shifts, verdicts, notes = [], [], []
