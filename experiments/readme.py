@@ -6,6 +6,7 @@ written with REPORT.md) and the main job's answer (the committed reference run, 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -96,7 +97,9 @@ def today(results: Path = RESULTS) -> str:
             f" (peak lrs {where.min():.2g} to {where.max():.2g})" if len(where) else "")
 
     spiked = "; ".join(f"{lr_design.ARMS[arm].label} {spikes(mine)}" for arm, mine in by_arm.items())
-    return ("On the GPT with AdamW (`setup=charlm_gpt`: 2 layers, width 64, warm-up and cosine decay, 500 steps), "
+    machine = json.loads((results / "lr_sensitivity" / "meta.json").read_text())["cpu"]
+    return (f"Made on {machine}. "
+            "On the GPT with AdamW (`setup=charlm_gpt`: 2 layers, width 64, warm-up and cosine decay, 500 steps), "
             "each arm at its own tuned lr on 20 fresh seeds: " + "; ".join(said) + ". Over 17 quarter-decade lrs on "
             "10 more seeds (C5's less trial and error): " + "; ".join(over_lrs) + ". " + fired[:1].upper() + fired[1:]
             + ". Runs that did not diverge and had a loss spike after warm-up, over the grid: " + spiked + ".")
