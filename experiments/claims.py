@@ -24,6 +24,10 @@ CLAIMS = {
     "C7": "Caffe clips the global L2 norm over all parameters; implement it otherwise and use it on every network.",
     "B1": "(Zhang et al. 2020) Local smoothness grows with the gradient norm, which is why clipping helps.",
     "B2": "(beyond the post) Adaptive clipping (AutoClip, AGC, ZClip) matches the best fixed threshold untuned.",
+    "B3": "(2026 recipes) Skipping the step or resetting the moments on a spike (OLMo's skip-step, SPAM), clipping each "
+          "tensor (AdaGC) or the update (StableAdamW) is as good as clipping the gradient.",
+    "B4": "(Wortsman et al. 2023) Model-side remedies (qk-layernorm, z-loss) widen the stable lr range as much as "
+          "clipping.",
 }
 COMBINE_RULE = ("A claim tested by several experiments or rows gets one verdict: the word they all give; checks "
                 "(true by construction) count only when nothing else tests the claim; otherwise 'partly' when some "

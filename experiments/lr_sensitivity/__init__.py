@@ -1,6 +1,7 @@
 """C5's "less hyper-parameter trial and error", tested as Wortsman et al. 2023 measure it: every arm run at every lr
 of a 3-decade grid on fresh seeds, and per seed its LR sensitivity and the width of the lrs that end good, compared
-between arms by exact paired intervals (docs/protocol.md, the lr sensitivity section).
+between arms by exact paired intervals (docs/protocol.md, the lr sensitivity section). B4 the same way: the GPT's
+model-side remedies (qk-layernorm, z-loss, without clipping) against norm 1.
 
     python -m experiments.lr_sensitivity              # the runs (resumable), tables, figures, then the report
     python -m experiments.lr_sensitivity --estimate   # one run per setup, timed: the cost of the whole experiment
@@ -24,8 +25,9 @@ from experiments.lr_sensitivity.wording import RULE, card_table, numbers_line
 from experiments.tuned.wording import words_by_setup
 
 NAME = "lr_sensitivity"
-TITLE = "C5: less lr trial and error? LR sensitivity and the width of good lrs, no clip vs clipping, on fresh seeds"
-CLAIMS = ("C5",)
+TITLE = ("C5 and B4: less lr trial and error? LR sensitivity and the width of good lrs, no clip vs clipping (and "
+         "model-side remedies), on fresh seeds")
+CLAIMS = ("C5", "B4")
 COMMAND = "python -m experiments.lr_sensitivity  (make reproduce)"
 MEASURED = {"width": "decades of lrs that end within the smallest effect of the setup's reference (wider is better)",
             "sensitivity": "LR sensitivity, the mean over the grid of min(L, L0) - L* (lower is better)"}
@@ -70,7 +72,9 @@ def verdicts(tables: dict[str, pd.DataFrame]) -> list[Verdict]:
         part = final[final.row == row.label]
         a, b = ARMS[row.a].label, ARMS[row.b].label
         out.append(Verdict(
-            row.claim, f"{row.label} (a = {a}, b = {b})", f"{MEASURED[row.measure]}, {a} vs {b} (on every setup)",
+            row.claim, f"{row.label} (a = {a}, b = {b})",
+            f"{MEASURED[row.measure]}, {a} vs {b} ({'better than' if row.kind == 'superiority' else 'as good as'}; "
+            "on every setup)",
             "; ".join(numbers_line(row, r) for r in part.itertuples()) + ".", "Wortsman et al. 2023 (Fig. 1)",
             words[row.label], finding=f"{row.label}: {words_by_setup(part, SETUPS)}",
             figure="lr_sensitivity.png", table=card_table(row, part, measured)))

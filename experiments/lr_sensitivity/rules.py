@@ -135,7 +135,7 @@ def judge(row: Row, one: pd.DataFrame, two: pd.DataFrame) -> dict:
     key = "width" if row.measure == "width" else one.metric.iloc[0]
     m = {"smallest": SMALLEST[key], "unit": UNITS[key], "values": d,
          "interval": lambda c: stats.paired_interval(d, c)}
-    return tuned_rules.judge_measure(m, "superiority")
+    return tuned_rules.judge_measure(m, row.kind)
 
 
 ROW_COLUMNS = ["claim", "row", "setup", "block", "a", "b", "measure", "unit", "estimate", "low", "high", "n",
@@ -171,7 +171,7 @@ def analyse(measured: pd.DataFrame, rows: list[Row] = ROWS, with_power: bool = T
                             "note": found["note"],
                             "power_n10": tuned_rules.power(iv, found["smallest"], 10) if declared else math.nan,
                             "power_n20": tuned_rules.power(iv, found["smallest"], 20) if declared else math.nan,
-                            "seeds_needed": tuned_rules.seeds_needed(iv, found["smallest"], "superiority")
+                            "seeds_needed": tuned_rules.seeds_needed(iv, found["smallest"], row.kind)
                             if found["verdict"] == "undecided" else -1})
     return tuned_rules.holm(pd.DataFrame(out, columns=ROW_COLUMNS))
 

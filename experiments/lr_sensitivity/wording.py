@@ -61,7 +61,8 @@ def numbers_line(row: Row, r) -> str:
     return "; ".join(parts)
 
 
-RULE = f"""Arms: no clip and norm 1 on every setup (and, on the GPT, norm at its tuned threshold),
+RULE = f"""Arms: no clip and norm 1 on every setup (and, on the GPT, norm at its tuned threshold, and without clipping
+qk-layernorm and z-loss 1e-4 for B4),
 each run at every lr of a grid of quarter-decade steps (lr = the setup's lr x 10^(j/4)) spanning
 {2 * CORE * STEP:g} decades, centred between the arms' tuned lrs (results/tuned/choices.csv) so that each lies at
 least {MIN_INSIDE * STEP:g} decade inside, on {len(BLOCK)} fresh seeds
@@ -74,7 +75,9 @@ metric's smallest effect. Per setup, the paired (same seed)
 differences a - b (width) and b - a (sensitivity), positive = the clipped arm better, with an exact sign-flip 95 %
 interval: supported / contradicted when it excludes 0 on the claimed / other side, no detectable effect when it lies
 within the smallest effect ({SMALLEST['width']:g} decade for width; for sensitivity bpc {SMALLEST['bpc']:g}, accuracy
-{100 * SMALLEST['accuracy']:g} points, MSE a ratio of {math.exp(SMALLEST['mse']):g}), else undecided; Holm's
+{100 * SMALLEST['accuracy']:g} points, MSE a ratio of {math.exp(SMALLEST['mse']):g}), else undecided; an "as much as"
+row (B4) is supported when the interval's low end lies above minus the smallest effect, contradicted when its high
+end lies below it; Holm's
 correction over the claim's rows x setups. The same is computed on the grid shifted by -{SHIFT * STEP:g} and
 +{SHIFT * STEP:g} decade (the runs cover both): a decided verdict that a shifted grid decides otherwise becomes
 undecided. A row over its setups: supported only if supported on every setup, contradicted if contradicted on one and

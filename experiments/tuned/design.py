@@ -29,11 +29,11 @@ LENGTHS = (1, 2, 4)  # the C3 runs' length, in multiples of the setup's steps: t
 
 @dataclass(frozen=True)
 class Arm:
-    """An arm: its clip overrides, and either tuned over the lr grid (``lr_of`` empty) or run at another arm's
-    tuned lr times 10^(``lr_shift``/2); ``long``: trained for the C3 length."""
+    """An arm: its overrides (clip method, optimizer), and either tuned over the lr grid (``lr_of`` empty) or run at
+    another arm's tuned lr times 10^(``lr_shift``/2); ``long``: trained for the C3 length."""
 
     label: str
-    clip: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
     lr_of: str = ""
     lr_shift: int = 0
     long: bool = False
@@ -56,8 +56,15 @@ ARMS = {
     "none_small": Arm("no clip at 0.1 x its lr", lr_of="none", lr_shift=-2, long=True),
     "none_smaller": Arm("no clip at 0.03 x its lr", lr_of="none", lr_shift=-3, long=True),
     "none_at_clip_lr": Arm("no clip at norm 1's lr", lr_of="norm1", long=True),
+    # B3: the spike remedies of 2026 recipes, each at its reference's defaults (conf/clip, conf/optim)
+    "skip_step": Arm("skip-step (OLMo) + norm 1", ("clip=skip_step",)),
+    "spam": Arm("SPAM", ("clip=none", "optim=spam")),
+    "adagc": Arm("AdaGC", ("clip=adagc",)),
+    "stableadamw": Arm("StableAdamW", ("clip=none", "optim=stableadamw")),
 }
 ADAPTIVE = ("autoclip", "agc", "zclip", "zclip_nocap")
+# optax's skip_large_updates is not among them: it has no default bound (conf/optim/skip_large_updates.yaml)
+REMEDIES = ("skip_step", "spam", "adagc", "stableadamw")
 C3_ARMS = ("norm1_long", "none_small", "none_smaller", "none_at_clip_lr")
 
 
@@ -68,6 +75,8 @@ class Setup:
     grad_norm: float = math.nan  # median pre-clip gradient norm of norm-1 runs at the setup's lr, seeds 0-2
     fails: str = ""  # what makes no clipping fail here (scope)
     clipped_today: str = ""  # the recipes that clip this kind of network by default (C5 is tested here too)
+    grid: tuple[int, ...] = GRID  # the tuning lrs, k half-decades from the setup's lr
+    max_extensions: int = MAX_EXTENSIONS  # rounds the grid may grow by one k per side to bracket a best lr
 
     @property
     def clipping_used(self) -> bool:
@@ -89,6 +98,10 @@ SETUPS = {  # grad_norm: results/threshold of commit 56dc44c (norm_median at thr
     "charlm_gpt": Setup("GPT (AdamW)", ("none", "norm1", "norm_tuned"), 0.83,
                         clipped_today="a Transformer under AdamW, warm-up and cosine decay: nanoGPT, Hugging Face's "
                         "Trainer, Lightning, OLMo, Pythia and torchtitan clip it at 1.0 by default"),
+    # B3's spiking setup (docs/protocol.md, "Where spikes happen"): the GPT at peak lr 0.095 and 0.3, where its runs
+    # spiked after warm-up; tuned there only (never extended: a remedy that needs a lower lr does not remedy spikes
+    # at these). grad_norm: norm-1 runs at 0.095, seeds 3000-3009 (results/lr_sensitivity), median 0.22.
+    "charlm_gpt_spiky": Setup("GPT at spiking lrs", ("norm_tuned",) + REMEDIES, 0.22, grid=(0, 1), max_extensions=0),
 }
 
 
@@ -124,7 +137,9 @@ ROWS = [
     Row("C6", "threshold 1 is as good as a tuned one", "norm1", "norm_tuned", "final", "noninferiority"),
     Row("C7", "norm-1 clipping is harmless on every network", "norm1", "none", "final", "noninferiority"),
 ] + [Row("B2", f"{ARMS[m].label} at its defaults matches the tuned threshold", m, "norm_tuned", "final",
-         "noninferiority") for m in ADAPTIVE]
+         "noninferiority") for m in ADAPTIVE] + [
+    Row("B3", f"{ARMS[m].label} at its defaults is as good as the tuned threshold", m, "norm_tuned", "final",
+        "noninferiority") for m in REMEDIES]
 
 
 def thresholds(setup: str) -> list[float]:
@@ -137,7 +152,7 @@ def cells(setup: str, arm: str) -> list[tuple[float | None, tuple[str, ...]]]:
     """(threshold, clip overrides) of each configuration a tuned arm tries besides the lr."""
     if arm == "norm_tuned":
         return [(t, ("clip=norm1",) if t == 1 else ("clip=norm", f"clip.threshold={t:g}")) for t in thresholds(setup)]
-    return [(1.0 if arm == "norm1" else None, ARMS[arm].clip)]
+    return [(1.0 if arm == "norm1" else None, ARMS[arm].overrides)]
 
 
 def lr_scale(k: int) -> str:

@@ -17,7 +17,9 @@ from experiments.tuned.stages import curve_points
 BLOCK_STYLE = {"decide": ("o", 0.22), "verify": ("s", 0.0), "pooled": ("D", -0.22)}  # marker, offset
 ARM_COLOURS = {"none": "#d55e00", "norm1": "#0072b2", "norm_tuned": "#009e73", "autoclip": "#cc79a7",
                "agc": "#e69f00", "zclip": "#56b4e9", "zclip_nocap": "#000000", "norm1_long": "#0072b2",
-               "none_small": "#f0a070", "none_smaller": "#f5c8a8", "none_at_clip_lr": "#8b3a00"}
+               "none_small": "#f0a070", "none_smaller": "#f5c8a8", "none_at_clip_lr": "#8b3a00",
+               "qk_norm": "#7b3294", "z_loss": "#999933", "skip_step": "#882255", "spam": "#44aa99",
+               "adagc": "#ddaa33", "stableadamw": "#332288"}
 SCALE_MAX = 6
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.tuned.design import (ARMS, BLOCKS, DIVERGE_FACTORS, GRID, LATE_SHARE, LENGTHS, LOG_SCALE,
+from experiments.tuned.design import (ARMS, BLOCKS, DIVERGE_FACTORS, LATE_SHARE, LENGTHS, LOG_SCALE,
                                       MAX_EXTENSIONS, PRIMARY_FACTOR, SETUPS, SMALLEST, SMOOTH_SHARE, TUNING_SEEDS,
                                       cells, job)
 
@@ -113,7 +113,8 @@ def choose(tuning: pd.DataFrame) -> pd.DataFrame:
                     worse = line.loc[k, "score"] < best.score or line.loc[k, "diverged"] > 0
                     sides[side] = "worse" if worse else "not worse"
             threshold = next(t for t, c in cells(setup, arm) if " ".join(c) == best.config)
-            extensions = sum(1 for k in line.index if k < min(GRID)) + sum(1 for k in line.index if k > max(GRID))
+            extensions = sum(1 for k in line.index if k < min(spec.grid)) + sum(1 for k in line.index
+                                                                                 if k > max(spec.grid))
             rows.append({"setup": setup, "arm": arm, "config": best.config, "threshold": threshold, "k": int(best.k),
                          "score": best.score, "diverged": int(best.diverged),
                          "bracketed": all(v == "worse" for v in sides.values()),
@@ -132,7 +133,7 @@ def _stage(sweep, stage: str, jobs: list[tuple[dict, list[str]]], target=None) -
 def tune(sweep) -> pd.DataFrame:
     """The tuning stage: the grid, then up to MAX_EXTENSIONS rounds that bracket every arm's best lr."""
     todo = {(setup, clip, k) for setup, spec in SETUPS.items() for arm in spec.arms if ARMS[arm].tuned
-            for _, clip in cells(setup, arm) for k in GRID}
+            for _, clip in cells(setup, arm) for k in spec.grid}
     done, tuning = set(), pd.DataFrame()
     for round_ in range(1 + MAX_EXTENSIONS):
         jobs = [({"setup": s, "config": " ".join(c), "k": k, "seed": seed}, job(s, c, k, seed, "validation"))
@@ -140,7 +141,8 @@ def tune(sweep) -> pd.DataFrame:
         tuning = pd.concat([tuning, _stage(sweep, f"tune-{round_ + 1}", jobs)], ignore_index=True)
         done |= todo
         todo = {(c.setup, tuple(c.config.split()), k) for c in choose(tuning).itertuples() for k in c.extend
-                if c.extensions < MAX_EXTENSIONS and min(GRID) - MAX_EXTENSIONS <= k <= max(GRID) + MAX_EXTENSIONS}
+                if c.extensions < (limit := SETUPS[c.setup].max_extensions)
+                and min(SETUPS[c.setup].grid) - limit <= k <= max(SETUPS[c.setup].grid) + limit}
         if not todo - done:
             break
     return tuning.sort_values(["setup", "config", "k", "seed"], ignore_index=True)
@@ -183,6 +185,9 @@ def targets(tuning: pd.DataFrame, choices: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for setup in SETUPS:
         chosen = choices[(choices.setup == setup) & choices.arm.isin(["none", "norm1"])]
+        if chosen.empty:  # no steps-to-target row runs here
+            rows.append({"setup": setup, "target": math.nan, "reached_by": "–"})
+            continue
         runs = pd.concat([tuning[(tuning.setup == setup) & (tuning.config == c.config) & (tuning.k == c.k)]
                           for c in chosen.itertuples()])
         ok = runs[~runs.diverged]
