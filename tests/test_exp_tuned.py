@@ -12,12 +12,12 @@ from experiments import tuned
 from experiments.tuned import design, rules, stages
 
 METRIC = {"charlm_lstm": "bpc", "regression_mlp": "mse", "digits_deep_mlp": "accuracy", "digits_mlp": "accuracy",
-          "digits_mlp_adam": "accuracy", "charlm_gpt": "bpc"}
+          "digits_mlp_adam": "accuracy", "charlm_gpt": "bpc", "charlm_gpt_spiky": "bpc"}
 
 
 def job_facts(job):
     values = dict(o.split("=", 1) for o in job if not o.startswith("clip"))
-    clip = " ".join(o for o in job if o.startswith("clip"))
+    clip = " ".join(o for o in job if o.startswith(("clip", "optim=")))
     return {"setup": values["setup"], "config": clip, "k": round(2 * math.log10(float(values["optim.lr_scale"]))),
             "seed": int(values["seed"]), "split": values["task.split"], "steps": int(values.get("steps", 500))}
 
@@ -25,7 +25,8 @@ def job_facts(job):
 def fake_sweep(best_k, effect=None, calls=None):
     """A sweep(stage, jobs) whose final metric is a bowl in k around ``best_k[config]`` (default 0), plus seed noise
     and ``effect[config]`` (in the metric's better direction); no clip diverges 2 half-decades above its best. The
-    training loss falls as 1 / (1 + lr x step)."""
+    training loss falls as 1 / (1 + lr x step); skip-step skips step 100 and AdaGC clips a fifth of the tensors
+    on even seeds."""
     effect = effect or {}
 
     def value(f):
@@ -59,6 +60,10 @@ def fake_sweep(best_k, effect=None, calls=None):
                 losses[5:] = 100.0
                 losses = losses[:6]
             steps += [{"run": str(i), "step": s + 1, "loss": v} for s, v in enumerate(losses)]
+            if f["seed"] % 2 == 0 and "skip_step" in f["config"] and not diverged:
+                steps.append({"run": str(i), "step": 100, "skipped_spike": 1})
+            if f["seed"] % 2 == 0 and "adagc" in f["config"]:
+                steps.append({"run": str(i), "step": 1, "tensor_clip_share": 0.2})
         return pd.DataFrame(runs), pd.DataFrame(steps)
 
     return sweep
@@ -109,7 +114,9 @@ def test_deciding_block_runs_every_arm_on_fresh_seeds_the_test_split_and_the_c3_
     assert set(cliff[~cliff.arm.isin(design.C3_ARMS)].steps) == {500}
     assert cliff[cliff.arm == "none_at_clip_lr"].diverged.all() and not cliff[cliff.arm == "none"].diverged.any()
     # every tuning run of tuned no clip and norm 1 reaches the target; the deciding runs are measured against it
-    assert (plan.reached_by.str.split("/").str[0] == plan.reached_by.str.split("/").str[1]).all()
+    targeted = plan[plan.target.notna()]  # setups without no clip and norm 1 have no steps-to-target row
+    assert set(plan.index) - set(targeted.index) == {"charlm_gpt_spiky"}
+    assert (targeted.reached_by.str.split("/").str[0] == targeted.reached_by.str.split("/").str[1]).all()
     assert np.isfinite(cliff[cliff.arm.isin(["none", "norm1"])].reached).mean() >= 0.9
 
 
@@ -147,6 +154,21 @@ def test_verify_adds_a_second_block_and_figures_draw(made, tmp_path):
     assert "pooled" in set(again["rows"].block)
     for figure in tuned.figures(again, tmp_path):
         assert (tmp_path / figure.name).stat().st_size > 10_000
+    assert "tuned_B3_curves.png" in {figure.name for figure in tuned.figures(again, tmp_path)}
+
+
+def test_the_spike_remedies_diagnostics_are_kept_per_run(made):
+    """B3's runs keep where the remedy acted (skip-step's skipped steps) and its per-step shares (AdaGC's tensors
+    clipped), and every run its binned training loss curve."""
+    decided = made[1]["decided"]
+    spiky = decided[decided.setup == "charlm_gpt_spiky"].set_index("seed")
+    skip, adagc = spiky[spiky.arm == "skip_step"], spiky[spiky.arm == "adagc"]
+    assert set(skip.arm) and (skip.events[skip.index % 2 == 0] == "100:skipped_spike").all()
+    assert (skip.events[skip.index % 2 == 1] == "").all()
+    assert (adagc.tensor_clip_share[adagc.index % 2 == 0] == 0.2).all()
+    assert adagc.tensor_clip_share[adagc.index % 2 == 1].isna().all()
+    points = stages.curve_points(decided.train_curve.iloc[0])
+    assert len(points) == stages.CURVE_POINTS and points[-1][0] == decided.steps.iloc[0]
 
 
 @pytest.mark.parametrize("kind,low,high,word", [

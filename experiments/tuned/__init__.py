@@ -58,7 +58,7 @@ def reproduce(sweep) -> dict[str, pd.DataFrame]:
     length = lengths(sweep, tuning, choices)
     plan = plan_table(tuning, choices, length)
     decided = decide(sweep, choices, plan, "decide")
-    tables = {"tuning": tuning.drop(columns="curve"), "choices": choices, "length": length, "plan": plan,
+    tables = {"tuning": tuning.drop(columns=["curve", "train_curve"]), "choices": choices, "length": length, "plan": plan,
               "decided": decided, "caffe": caffe.semantics()}
     return {**tables, "rows": analyse(tables)}
 

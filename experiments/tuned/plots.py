@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.common import VERDICT_COLOURS, Figure, save_figure
-from experiments.tuned.design import ARMS, LOG_SCALE, SETUPS, TUNING_SEEDS
+from experiments.tuned.design import ARMS, LOG_SCALE, REMEDIES, SETUPS, TUNING_SEEDS
 from experiments.tuned.rules import A_IMPROVING, A_NOT_BETTER, B_IMPROVING, final_rows
-from experiments.tuned.stages import curve_points
+from experiments.tuned.stages import SHARES, curve_points
+from gradclip.report.figures import EVENTS
 
 BLOCK_STYLE = {"decide": ("o", 0.22), "verify": ("s", 0.0), "pooled": ("D", -0.22)}  # marker, offset
 ARM_COLOURS = {"none": "#d55e00", "norm1": "#0072b2", "norm_tuned": "#009e73", "autoclip": "#cc79a7",
@@ -41,6 +42,8 @@ def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> 
         interval_figure(shown[shown.claim == claim], final, out_dir / made[-1].name)
     made.append(tuning_figure(tables["tuning"], tables["choices"], out_dir))
     made.append(curves_figure(tables["decided"], out_dir))
+    if "train_curve" in tables["decided"] and tables["decided"].arm.isin(REMEDIES).any():
+        made.append(remedies_figure(tables["decided"], out_dir))
     return made
 
 
@@ -173,3 +176,47 @@ def curves_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
                   "runs' own files (metrics.csv per step, summary.json) are under results/runs/tuned/<stage>/ after make "
                   "reproduce; a single run with its W&B page: python run.py setup=<setup> clip=<clip> (logger=wandb, "
                   "offline).")
+
+
+SHARE_WORDS = {"tensor_clip_share": "tensors clipped", "spike_clipped_share": "entries spike-clipped",
+               "update_rms": "largest update RMS", "update_clipped_share": "tensors with lowered lr"}
+
+
+def remedies_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
+    """B3's setups: per arm, each deciding run's training loss (binned) with a mark at every step its remedy skipped
+    or reset the moments, the median over runs, and the remedy's own diagnostics (median over runs) in the title."""
+    import matplotlib.pyplot as plt
+
+    runs = decided[decided.setup.isin(decided[decided.arm.isin(REMEDIES)].setup)]
+    keys = list(dict.fromkeys(zip(runs.setup, runs.arm)))
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 2.6 * len(keys)), squeeze=False, sharex=True)
+    for ax, (setup, arm) in zip(axes.flat, keys):
+        mine = runs[(runs.setup == setup) & (runs.arm == arm)]
+        curves = pd.DataFrame([dict(curve_points(c)) for c in mine.train_curve.fillna("")]).T.sort_index()
+        colour = ARM_COLOURS[arm]
+        ax.plot(curves.index, curves.to_numpy(), color=colour, lw=0.6, alpha=0.35)
+        ax.plot(curves.index, curves.median(axis=1), color=colour, lw=2, label="median over runs")
+        counts = {}
+        for column, r in zip(curves.columns, mine.itertuples()):
+            line = curves[column].dropna()
+            for word in str(r.events if isinstance(r.events, str) else "").split():
+                step, event = word.split(":")
+                near = line.index[np.abs(line.index - int(step)).argmin()]
+                marker = EVENTS[event][0]
+                ax.plot(int(step), line[near], marker, color="k", ms=6, mfc="none", mew=1)
+                counts[event] = counts.get(event, 0) + 1
+        notes = [f"{EVENTS[e][2]}: {n} times in {len(mine)} runs" for e, n in counts.items()]
+        notes += [f"{SHARE_WORDS[s]} {mine[s].median():.3g}" for s in SHARES if s in mine and mine[s].notna().any()]
+        ax.set_title(f"{SETUPS[setup].label} · {ARMS[arm].label} (lr {mine.lr.iloc[0]:.3g}, "
+                     f"{int(mine.diverged.sum())}/{len(mine)} diverged)" + (f"\n{'; '.join(notes)}" if notes else ""),
+                     fontsize=9, loc="left")
+        ax.set_ylabel("training loss")
+    axes.flat[-1].set_xlabel("step")
+    handles = [plt.Line2D([], [], ls="", marker=m, color="k", mfc="none", label=words) for m, _, words in
+               EVENTS.values()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
+    save_figure(fig, out_dir / "tuned_B3_curves.png", rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+    return Figure("tuned_B3_curves.png", claim="B3", caption=(
+        "B3: each arm's training loss on the deciding seeds (thin: one run, averaged over 50 bins of steps; thick: the "
+        "median), at its tuned lr; a mark wherever the remedy skipped a step or reset the optimizer's moments; the "
+        "remedy's own per-step diagnostics (median over runs of each run's mean) above each panel."))

@@ -12,6 +12,12 @@ import pandas as pd
 from experiments.tuned.design import (ARMS, BLOCKS, DIVERGE_FACTORS, LATE_SHARE, LENGTHS, LOG_SCALE,
                                       MAX_EXTENSIONS, PRIMARY_FACTOR, SETUPS, SMALLEST, SMOOTH_SHARE, TUNING_SEEDS,
                                       cells, job)
+from gradclip.report.figures import EVENTS
+
+CURVE_POINTS = 50  # bins of a run's training loss curve in the tables (the B3 card's figure)
+# the per-step diagnostics of the spike remedies (their ``diagnostics()``): AdaGC's share of tensors clipped, SPAM's
+# share of gradient entries clipped, StableAdamW's largest update RMS and share of tensors whose lr it lowered
+SHARES = ("tensor_clip_share", "spike_clipped_share", "update_rms", "update_clipped_share")
 
 
 # ---------------------------------------------------------------- runs as rows
@@ -21,10 +27,27 @@ def smoothed_loss(train: pd.DataFrame, steps: int) -> pd.Series:
     return train.set_index("step").loss.rolling(window).mean().dropna()
 
 
+def remedy_diagnostics(mine: pd.DataFrame) -> dict:
+    """A run's spike-remedy diagnostics, where it logged them: the steps of each event (skipped, moments reset) as
+    "step:event" words, and the mean of each per-step share or RMS over the steps that logged it."""
+    events = [f"{int(s)}:{name}" for name in EVENTS if name in mine for s in mine.step[mine[name] > 0]]
+    found = {name: float(mine[name].mean()) for name in SHARES if name in mine and mine[name].notna().any()}
+    return {"events": " ".join(events), **found}
+
+
+def train_curve(train: pd.DataFrame, points: int = CURVE_POINTS) -> str:
+    """The training loss averaged over ``points`` equal bins of steps, as "step:loss" words (step: the bin's last)."""
+    if train.empty:
+        return ""
+    bins = np.array_split(train.to_numpy(dtype=float), min(points, len(train)))
+    return " ".join(f"{int(b[-1, 0])}:{b[:, 1].mean():.5g}" for b in bins)
+
+
 def outcomes(runs: pd.DataFrame, steps: pd.DataFrame, planned: dict[tuple, dict], target: dict | None = None):
     """One row per run: what it was (looked up by its job in ``planned``), its final held-out metric at the suite's
     divergence rule (NaN when its batch loss went above PRIMARY_FACTOR x the first), the untrained score, the largest
-    loss ratio, the best smoothed training loss, the step it reached ``target[setup]`` (inf: never), its eval curve."""
+    loss ratio, the best smoothed training loss, the step it reached ``target[setup]`` (inf: never), its eval curve,
+    its training loss curve (binned) and its spike remedy's diagnostics."""
     rows = []
     for r in runs.itertuples():
         mine = steps[steps.run == r.run]
@@ -44,7 +67,8 @@ def outcomes(runs: pd.DataFrame, steps: pd.DataFrame, planned: dict[tuple, dict]
                 **{f"diverged_{f:g}x": ratio > f or bool(r.diverged) for f in DIVERGE_FACTORS}, "final": final,
                 "start": float(curve[column].iloc[0]), "steps": int(r.steps),
                 "grad_norm_median": r.grad_norm_median, "train_best": float(smooth.min()) if len(smooth) else math.nan,
-                "curve": " ".join(f"{s}:{v:.6g}" for s, v in zip(curve.step, curve[column]))}
+                "curve": " ".join(f"{s}:{v:.6g}" for s, v in zip(curve.step, curve[column])),
+                "train_curve": train_curve(train), **remedy_diagnostics(mine)}
         if target is not None:
             t = target.get(item["setup"], math.nan)
             hit = smooth.index[smooth <= t] if math.isfinite(t) else []
