@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,8 +40,33 @@ def run_sweep(name: str, results: Path, jobs: int, extra: list[str], folder: Pat
     command = [sys.executable, str(ROOT / "run.py"), "-m", *sweep, "logger=none", "threads=1", "report=false",
                "hydra/launcher=population", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder}", *extra]
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
+    run_with_children(command)
     return folder, time.perf_counter() - started
+
+
+def run_with_children(command: list[str]) -> None:
+    """``command`` in a process group of its own, given every SIGINT and SIGTERM this process gets: stopped, this
+    process takes the sweep and its workers with it (a sweep left running would write on into the folder that a rerun
+    resumes). Ctrl-C raises KeyboardInterrupt here once the sweep has stopped, SIGTERM exits with 128 + 15."""
+    child = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        os.killpg(child.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt
+    if received:
+        sys.exit(128 + received[-1])
+    if code:
+        raise subprocess.CalledProcessError(code, command)
 
 
 def stage_parser(description: str):
