@@ -77,7 +77,8 @@ def claims_table(found: dict[str, list[tuple[str, Verdict]]]) -> pd.DataFrame:
 def row_label(name: str, verdict: Verdict, rows: list[tuple[str, Verdict]]) -> str:
     """The experiment's name, and the row's own words when the experiment gives the claim several rows."""
     several = sum(other == name for other, _ in rows) > 1
-    return f"{name} ({verdict.statement.split(' (')[0]})" if several else name
+    own = verdict.statement.split(" (a = ")[0] if " (a = " in verdict.statement else verdict.statement.split(" (")[0]
+    return f"{name} ({own})" if several else name
 
 
 def evidence(found: dict[str, list[tuple[str, Verdict]]]) -> list[tuple[str, list[tuple[str, Verdict]]]]:

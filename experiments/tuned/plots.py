@@ -11,7 +11,7 @@ import pandas as pd
 
 from experiments.common import VERDICT_COLOURS, Figure, save_figure
 from experiments.tuned.design import ARMS, LOG_SCALE, REMEDIES, SETUPS, TUNING_SEEDS
-from experiments.tuned.rules import A_IMPROVING, A_NOT_BETTER, B_IMPROVING, final_rows
+from experiments.tuned.rules import A_IMPROVING, A_NOT_BETTER, B_IMPROVING, NOT_BRACKETED, final_rows
 from experiments.tuned.stages import SHARES, curve_points
 from gradclip.report.figures import EVENTS
 
@@ -50,6 +50,8 @@ def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> 
 def reason(row) -> str:
     """The part of a row's note that decided its verdict besides the interval, short and with the arm's label
     ("no clip at 0.03 x its lr still improving")."""
+    if NOT_BRACKETED in str(row.note):
+        return NOT_BRACKETED
     found = [text for text in (A_IMPROVING, A_NOT_BETTER, B_IMPROVING) if text in str(row.note)]
     if not found:
         return ""
@@ -189,7 +191,8 @@ def remedies_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
 
     runs = decided[decided.setup.isin(decided[decided.arm.isin(REMEDIES)].setup)]
     keys = list(dict.fromkeys(zip(runs.setup, runs.arm)))
-    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 2.6 * len(keys)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 2.6 * len(keys)), squeeze=False, sharex=True, sharey=True)
+    seen: set[str] = set()
     for ax, (setup, arm) in zip(axes.flat, keys):
         mine = runs[(runs.setup == setup) & (runs.arm == arm)]
         curves = pd.DataFrame([dict(curve_points(c)) for c in mine.train_curve.fillna("")]).T.sort_index()
@@ -205,6 +208,7 @@ def remedies_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
                 marker = EVENTS[event][0]
                 ax.plot(int(step), line[near], marker, color="k", ms=6, mfc="none", mew=1)
                 counts[event] = counts.get(event, 0) + 1
+                seen.add(event)
         notes = [f"{EVENTS[e][2]}: {n} times in {len(mine)} runs" for e, n in counts.items()]
         notes += [f"{SHARE_WORDS[s]} {mine[s].median():.3g}" for s in SHARES if s in mine and mine[s].notna().any()]
         ax.set_title(f"{SETUPS[setup].label} · {ARMS[arm].label} (lr {mine.lr.iloc[0]:.3g}, "
@@ -212,11 +216,13 @@ def remedies_figure(decided: pd.DataFrame, out_dir: Path) -> Figure:
                      fontsize=9, loc="left")
         ax.set_ylabel("training loss")
     axes.flat[-1].set_xlabel("step")
-    handles = [plt.Line2D([], [], ls="", marker=m, color="k", mfc="none", label=words) for m, _, words in
-               EVENTS.values()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
+    handles = [plt.Line2D([], [], ls="", marker=m, color="k", mfc="none", label=words)
+               for event, (m, _, words) in EVENTS.items() if event in seen]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
     save_figure(fig, out_dir / "tuned_B3_curves.png", rect=(0, 0.35 / fig.get_figheight(), 1, 1))
     return Figure("tuned_B3_curves.png", claim="B3", caption=(
-        "B3: each arm's training loss on the deciding seeds (thin: one run, averaged over 50 bins of steps; thick: the "
-        "median), at its tuned lr; a mark wherever the remedy skipped a step or reset the optimizer's moments; the "
+        "B3: each arm's training loss on the deciding seeds of both blocks (thin: one run, averaged over 50 bins of "
+        "steps; thick: the median; one y axis for all), at its tuned lr; a mark wherever the remedy skipped a step or "
+        "reset the optimizer's moments; the "
         "remedy's own per-step diagnostics (median over runs of each run's mean) above each panel."))

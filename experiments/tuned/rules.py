@@ -61,6 +61,9 @@ def measure(row: Row, one: pd.DataFrame, two: pd.DataFrame) -> dict:
     return found
 
 
+NOT_BRACKETED = "an arm's best lr is not bracketed"
+
+
 def word(iv: stats.Interval, smallest: float, kind: str) -> str:
     """Superiority: supported / contradicted when the interval excludes 0 on the claimed / other side, no detectable
     effect when it lies within the smallest effect. As good as: supported when its low end is above minus the
@@ -277,7 +280,7 @@ def analyse(decided: pd.DataFrame, choices: pd.DataFrame, rows: list[Row] = ROWS
                 found = judge(row, one, two)
                 iv, verdict, note = found["iv"], found["verdict"], found["note"]
                 if not bracketed:
-                    verdict, note = "undecided", "; ".join(filter(None, ["an arm's best lr is not bracketed", note]))
+                    verdict, note = "undecided", "; ".join(filter(None, [NOT_BRACKETED, note]))
                 identical = (score(one).to_numpy() == score(two).to_numpy()).all()
                 if identical:
                     note = "; ".join(filter(None, [note, "every seed's result identical to the other arm's"]))

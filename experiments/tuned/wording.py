@@ -11,7 +11,7 @@ import pandas as pd
 from experiments.common import median_ci
 from experiments.tuned.design import (ARMS, BLOCKS, DIVERGE_FACTORS, GRID, LATE_SHARE, LENGTHS, PRIMARY_FACTOR,
                                       SETUPS, SMOOTH_SHARE, SPREAD_CONFIDENCE, TUNING_SEEDS, Row)
-from experiments.tuned.rules import paired, restricted_steps
+from experiments.tuned.rules import NOT_BRACKETED, paired, restricted_steps
 from experiments.tuned.stages import score
 
 UNITS = {"bpc": "bpc", "accuracy": "accuracy points", "mse": "MSE"}
@@ -71,7 +71,7 @@ def card_table(row: Row, part: pd.DataFrame, decided: pd.DataFrame, trials: pd.S
                      "effect [95 % interval]": effect_words(r.unit, r.estimate, r.low, r.high, a, b) if tested
                      else r.note, "n": int(r.n) if tested else "–",
                      "tuning trials a/b": "/".join(str(trials.get((r.setup, arm), "–")) for arm in (row.a, row.b)),
-                     "verdict": r.verdict})
+                     "verdict": f"{r.verdict} ({NOT_BRACKETED})" if NOT_BRACKETED in str(r.note) else r.verdict})
     return pd.DataFrame(rows)
 
 
