@@ -23,7 +23,8 @@ from gradclip.sweep import Job
 from gradclip.training import build_optimizer, run_jobs
 from plain_loop import compose_setup
 
-# The protocol's setups (experiments/tuned/design.py SETUPS; tests/test_bench.py checks it) and the other two
+# The protocol's setups (experiments/tuned/design.py SETUPS, less those that are one of these at another lr, as
+# charlm_gpt_spiky; tests/test_bench.py checks it) and the other two
 # sequence models; not the cliff, a two-parameter toy whose step is a few dozen torch calls.
 SETUPS = ("charlm_lstm", "regression_mlp", "digits_deep_mlp", "digits_mlp", "digits_mlp_adam", "adding_rnn",
           "charlm_gpt")

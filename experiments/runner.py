@@ -157,6 +157,8 @@ def store(name: str, tables: dict[str, pd.DataFrame], results: Path, seconds: fl
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if stage == "reproduce":  # a new deciding block: the verify block, if any, no longer belongs to it
         meta.pop("verify_seconds", None)
+    # tables from runs this command ran (or resumed), or from finished runs it only read: never both timings
+    meta.pop({"reproduce": "tables_seconds", "tables": "reproduce_seconds"}.get(stage, ""), None)
     meta.update({f"{stage}_seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu(),
                  **facts})
     write_json(meta_path, meta)

@@ -114,13 +114,15 @@ def test_the_block_is_fresh_and_every_run_is_scored_on_the_test_split(monkeypatc
 
 def test_a_new_arm_is_one_line(monkeypatch):
     """An arm declared in ARMS and named by a setup runs on its grid and joins the rows that name it."""
-    monkeypatch.setitem(design.ARMS, "qk_norm", design.Arm("qk-layernorm", ("clip=none", "model.qk_norm=true")))
+    assert "qk_z" not in design.ARMS
+    both = ("clip=none", "model.qk_norm=true", "model.z_loss=1e-3")
+    monkeypatch.setitem(design.ARMS, "qk_z", design.Arm("qk-layernorm and z-loss 1e-3", both))
     gpt = design.SETUPS["charlm_gpt"]
-    monkeypatch.setitem(design.SETUPS, "charlm_gpt", replace(gpt, arms=gpt.arms + ("qk_norm",), threshold=0.5))
+    monkeypatch.setitem(design.SETUPS, "charlm_gpt", replace(gpt, arms=gpt.arms + ("qk_z",), threshold=0.5))
     jobs = [o for meta, o in lr_sensitivity.plan() if meta["setup"] == "charlm_gpt"]
-    assert sum("model.qk_norm=true" in o for o in jobs) == 17 * len(design.BLOCK)
+    assert sum("model.z_loss=1e-3" in o for o in jobs) == 17 * len(design.BLOCK)
     assert sum("clip.threshold=0.5" in o for o in jobs) == 17 * len(design.BLOCK)
-    assert design.Row("C5", "qk", "qk_norm", "none", "width").setups == ("charlm_gpt",)
+    assert design.Row("C5", "qk and z", "qk_z", "none", "width").setups == ("charlm_gpt",)
 
 
 # ---------------------------------------------------------------- the whole path on a fake sweep
@@ -181,9 +183,11 @@ def test_a_wide_clipped_optimum_is_supported_in_words_with_its_direction(made):
 
 
 def test_no_effect_gives_no_supported_verdict():
+    """With every arm alike, no 'better than' row is supported, and the 'as good as' rows (B4) are."""
     tables = lr_sensitivity.reproduce(fake_sweep(effect=0))
-    words = {v.verdict for v in lr_sensitivity.verdicts(tables)}
-    assert "supported" not in words
+    words = {kind: {v.verdict for row, v in zip(design.ROWS, lr_sensitivity.verdicts(tables)) if row.kind == kind}
+             for kind in ("superiority", "noninferiority")}
+    assert "supported" not in words["superiority"] and words["noninferiority"] == {"supported"}
 
 
 def test_figures_draw_from_the_tables(made, tmp_path):

@@ -1,13 +1,17 @@
 """experiments.runner: an experiment stopped from outside takes the sweep it started, and the sweep's own workers,
-with it."""
+with it; meta.json times only what the last command did."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from conftest import ROOT
+
+from experiments.runner import store
 
 SLEEPER = "import time; time.sleep(120)"
 
@@ -46,3 +50,18 @@ def test_sigterm_stops_the_sweep_and_its_workers(tmp_path):
         assert wait_for(lambda: not alive(pid)), "the sweep's worker ran on after its experiment was stopped"
     finally:
         experiment.kill()
+
+
+def test_meta_times_the_runs_or_the_reading_never_both(tmp_path):
+    """Tables rebuilt from finished runs drop the time of the command that ran them, and the other way round; a
+    verify block adds its own time to the deciding block's, and a new deciding block drops it."""
+    table = {"rows": pd.DataFrame({"a": [1]})}
+
+    def meta_after(stage: str) -> set[str]:
+        store("x", table, tmp_path, 60.0, stage)
+        return {key for key in json.loads((tmp_path / "x" / "meta.json").read_text()) if key.endswith("_seconds")}
+
+    assert meta_after("reproduce") == {"reproduce_seconds"}
+    assert meta_after("verify") == {"reproduce_seconds", "verify_seconds"}
+    assert meta_after("tables") == {"tables_seconds", "verify_seconds"}
+    assert meta_after("reproduce") == {"reproduce_seconds"}

@@ -153,5 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     store(NAME, tables, args.results, seconds, "tables" if args.no_train else "reproduce", runs=len(tables["runs"]),
           diverged_runs=int(tables["runs"].diverged.sum()))
     build_report(args.results)
-    print(f"{NAME}: {len(tables['runs'])} runs took {seconds / 60:.1f} min on {cpu()}")
+    done = "read from finished stages in" if args.no_train else "ran or resumed in"
+    print(f"{NAME}: {len(tables['runs'])} runs {done} {seconds / 60:.1f} min on {cpu()}")
     return 0
