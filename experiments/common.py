@@ -159,13 +159,13 @@ def metric_axis_label(metric: str, higher: bool) -> str:
     return f"final held-out {metric}{f' ({unit})' if unit else ''}\n{'higher' if higher else 'lower'} is better"
 
 
-def save_figure(fig, path, rect=(0, 0, 1, 1)) -> None:
+def save_figure(fig, path, rect=(0, 0, 1, 1), grow: bool = False) -> None:
     """Every experiment figure is written the same way: tight layout (within ``rect``, leaving room for a legend
-    outside it), 110 dpi, then closed."""
+    outside it), 110 dpi, then closed. ``grow``: the image grows to hold text drawn outside the axes."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight" if grow else None)
     plt.close(fig)
 
 

@@ -67,12 +67,13 @@ def replication(results: Path = RESULTS) -> str:
 
 def today(results: Path = RESULTS) -> str:
     """The GPT under AdamW: its tuned-protocol rows (both blocks pooled) and its lr-sensitivity rows, each verdict
-    beside its effect in words; how often clipping fired at the tuned lrs; where it spiked after warm-up."""
+    beside its effect in words; how often clipping fired at the tuned lrs; where it spiked after warm-up; the
+    lr-sensitivity rows of the other setups, for comparison."""
     from experiments.lr_sensitivity import design as lr_design
     from experiments.lr_sensitivity.rules import final_rows
     from experiments.lr_sensitivity.wording import effect as lr_effect
     from experiments.tuned import design
-    from experiments.tuned.wording import effect_words
+    from experiments.tuned.wording import effect_words, verdict_words
 
     rows = pd.read_csv(results / "tuned" / "rows.csv")
     said = [f"{r.claim} \"{r.row}\": **{r.verdict}** ("
@@ -81,10 +82,15 @@ def today(results: Path = RESULTS) -> str:
             if r.verdict != "not tested"]
     sensitivity = final_rows(pd.read_csv(results / "lr_sensitivity" / "rows.csv"))
     lr_rows = {row.label: row for row in lr_design.ROWS}
-    over_lrs = [f"\"{r.row}\": **{r.verdict}** ({lr_effect(lr_rows[r.row], r)}, n = {int(r.n)}"
+
+    def over_lrs(setup: str) -> list[str]:
+        return [f"\"{r.row}\": **{r.verdict}** ({lr_effect(lr_rows[r.row], r)}, n = {int(r.n)}"
                 + (f"; {r.note}" if isinstance(r.note, str) and r.note else "") + ")"
-                for r in sensitivity[(sensitivity.setup == "charlm_gpt") & (sensitivity.claim == "C5")].itertuples()
+                for r in sensitivity[(sensitivity.setup == setup) & (sensitivity.claim == "C5")].itertuples()
                 if r.verdict != "not tested"]
+
+    older = "; ".join(f"{lr_design.SETUPS[setup].label}: " + ", ".join(over_lrs(setup))
+                      for setup in lr_design.SETUPS if setup != "charlm_gpt" and over_lrs(setup))
     choices = pd.read_csv(results / "tuned" / "choices.csv").set_index(["setup", "arm"])
     clipped = pd.read_csv(results / "lr_sensitivity" / "clipped.csv")
     gpt = clipped[clipped.setup == "charlm_gpt"]
@@ -104,8 +110,10 @@ def today(results: Path = RESULTS) -> str:
     return (f"Made on {machine}. "
             "On the GPT with AdamW (`setup=charlm_gpt`: 2 layers, width 64, warm-up and cosine decay, 500 steps), "
             "each arm at its own tuned lr on 20 fresh seeds: " + "; ".join(said) + ". Over 17 quarter-decade lrs on "
-            "10 more seeds (C5's less trial and error): " + "; ".join(over_lrs) + ". " + fired[:1].upper() + fired[1:]
-            + ". Runs that did not diverge and had a loss spike after warm-up, over the grid: " + spiked + ".")
+            "10 more seeds (C5's less trial and error): " + "; ".join(over_lrs("charlm_gpt")) + ". "
+            + fired[:1].upper() + fired[1:] + ". Runs that did not diverge and had a loss spike after warm-up, over "
+            "the grid: " + spiked + ". The same lr-sensitivity rows on the 2017-era setups (no clip vs norm 1, "
+            "their own grids): " + older + ".")
 
 
 def remedies(results: Path = RESULTS) -> str:
@@ -116,7 +124,7 @@ def remedies(results: Path = RESULTS) -> str:
     from experiments.lr_sensitivity.wording import effect as lr_effect
     from experiments.tuned import design
     from experiments.tuned.plots import SHARE_WORDS
-    from experiments.tuned.wording import effect_words
+    from experiments.tuned.wording import effect_words, verdict_words
     from gradclip.report.figures import EVENTS
 
     rows = pd.read_csv(results / "tuned" / "rows.csv")
@@ -128,13 +136,16 @@ def remedies(results: Path = RESULTS) -> str:
         did = [f"{EVENTS[e][2].split(':')[0]} {n} times in {len(mine)} runs" for e, n in events.items()]
         did += [f"{SHARE_WORDS[c]} {mine[c].median():.2g} (median)" for c in SHARE_WORDS if c in mine
                 and mine[c].notna().any()]
-        lines.append(f"- **{design.ARMS[r.a].label}** (B3): {r.verdict} as good as a tuned threshold "
-                     f"({effect_words(r.unit, r.estimate, r.low, r.high, design.ARMS[r.a].label, design.ARMS[r.b].label)}"
-                     f", n = {int(r.n)})" + (f"; {'; '.join(did)}" if did else "") + ".")
+        lines.append(f"- **{design.ARMS[r.a].label}** (B3): as good as a tuned threshold (margin {r.smallest:g} "
+                     f"{r.unit}): {verdict_words(r)}; "
+                     f"{effect_words(r.unit, r.estimate, r.low, r.high, design.ARMS[r.a].label, design.ARMS[r.b].label)}"
+                     f", n = {int(r.n)}" + (f"; {'; '.join(did)}" if did else "") + ".")
     sensitivity = final_rows(pd.read_csv(results / "lr_sensitivity" / "rows.csv"))
     lr_rows = {row.label: row for row in lr_design.ROWS}
     for arm, part in sensitivity[sensitivity.claim == "B4"].groupby("a", sort=False):
-        said = [f"{r.measure}: {r.verdict} ({lr_effect(lr_rows[r.row], r)}, n = {int(r.n)})"
+        said = [f"{r.measure} (margin {r.smallest:g} {r.unit}): {r.verdict} ({lr_effect(lr_rows[r.row], r)}, "
+                f"n = {int(r.n)}; on the grid moved by {' / '.join(s.split(': ')[0] for s in r.shifts.split(' · '))} "
+                f"decade: {' / '.join(s.split(': ')[1] for s in r.shifts.split(' · '))})"
                 if r.verdict != "not tested" else f"{r.measure}: not run yet" for r in part.itertuples()]
         lines.append(f"- **{lr_design.ARMS[arm].label}** (B4, without clipping, vs norm 1 over the GPT's lr grid): "
                      + "; ".join(said) + ".")

@@ -261,3 +261,15 @@ def test_a_new_setup_runs_only_its_own_jobs(tmp_path, monkeypatch):
     assert sorted(map(tuple, runs.overrides)) == sorted(map(tuple, new + old)) and set(steps.run) == set(runs.run)
     runs, _ = sweep("tune-1", old[:2])
     assert len(ran) == 2 and sorted(map(tuple, runs.overrides)) == sorted(map(tuple, old[:2]))  # nothing ran
+
+
+@pytest.mark.parametrize("args, said", [
+    (("bpc", 0.055, 0.044, 0.067, "norm 1", "no clip"), "norm 1 better by 0.055 bpc [0.044, 0.067]"),
+    (("bpc", -0.055, -0.067, -0.044, "norm 1", "no clip"), "no clip better by 0.055 bpc [0.044, 0.067]"),
+    (("decade", 0.2, -4.99e-10, 0.417, "norm 1", "no clip", "wider"), "norm 1 wider by 0.2 decade [0, 0.417]"),
+    (("decade", 0.2, -0.01, 0.417, "norm 1", "no clip", "wider"), "norm 1 wider by 0.2 decade [-0.01, 0.417]"),
+])
+def test_an_effect_is_said_with_its_direction_and_a_bound_at_zero_as_zero(args, said):
+    from experiments.tuned.wording import effect_words
+
+    assert effect_words(*args) == said

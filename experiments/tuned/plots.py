@@ -34,8 +34,9 @@ def draw(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> 
     caption = ("every row's 95 % interval per setup, in units of its smallest effect (shaded: within it); right of 0 "
                "= in the claim's favour (arm a better); one line per seed block (circle: deciding block, square: "
                "verify block, diamond: both pooled, which decides); the verdict that stands is the coloured box on the "
-               "right, with the reason beside it when a 'gets stuck' verdict also rests on the late gains; arrows: an "
-               "estimate beyond ±6, drawn at the edge.")
+               "right, with the reason beside it when it also rests on more than the interval (a 'gets stuck' "
+               "verdict on the late gains, an arm's best lr not bracketed); arrows: an estimate beyond ±6, drawn at "
+               "the edge with its value.")
     made = []
     for claim in dict.fromkeys(shown.claim):
         made.append(Figure(f"tuned_{claim}.png", f"{claim}: {caption}"))
@@ -60,33 +61,42 @@ def reason(row) -> str:
 
 
 def interval_figure(shown: pd.DataFrame, final: pd.DataFrame, path: Path) -> None:
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     keys = list(dict.fromkeys(zip(shown.row, shown.setup)))
-    fig, ax = plt.subplots(figsize=(10, 0.5 * len(keys) + 1.6))
+    labels = [textwrap.fill(f"{row} | {SETUPS[s].label}", 52) for row, s in keys]
+    fig, ax = plt.subplots(figsize=(11, sum(0.3 + 0.17 * label.count("\n") for label in labels) + 1.8))
+    edge = SCALE_MAX - 0.15
     for r in shown.itertuples():
         y = keys.index((r.row, r.setup))
         marker, offset = BLOCK_STYLE.get(r.block, ("o", 0.0))
-        low, high, mid = (np.clip(v / r.smallest, -SCALE_MAX, SCALE_MAX) for v in (r.low, r.high, r.estimate))
+        low, high, mid = (np.clip(v / r.smallest, -edge, edge) for v in (r.low, r.high, r.estimate))
         colour = "#000000" if r.block == "pooled" else "#777777"
         ax.plot([low, high], [y + offset] * 2, color=colour, lw=2.5 if r.block == "pooled" else 1.5)
         off = abs(r.estimate / r.smallest) > SCALE_MAX
         ax.plot(mid, y + offset, ("<" if mid < 0 else ">") if off else marker, color=colour, ms=7 if off else 5)
+        if off:  # the estimate itself, beside its arrow
+            ax.annotate(f"{r.estimate / r.smallest:.0f}", (mid, y + offset), xytext=(-8 if mid > 0 else 8, 0),
+                        textcoords="offset points", ha="right" if mid > 0 else "left", va="center", fontsize=7.5,
+                        color=colour)
     for y, key in enumerate(keys):
         word = final.verdict.get(key, "undecided")
-        badge = ax.text(SCALE_MAX + 0.4, y, word, va="center", fontsize=9, clip_on=False,
-                        bbox={"boxstyle": "round,pad=0.25", "fc": VERDICT_COLOURS[word][0], "ec": "none"},
-                        color="#ffffff" if VERDICT_COLOURS[word][1] else "#000000")
+        badge = ax.annotate(word, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0),
+                            textcoords="offset points", va="center", fontsize=9, annotation_clip=False,
+                            bbox={"boxstyle": "round,pad=0.25", "fc": VERDICT_COLOURS[word][0], "ec": "none"},
+                            color="#ffffff" if VERDICT_COLOURS[word][1] else "#000000")
         if key in final.index and (why := reason(final.loc[key])):
             ax.annotate(why, (1, 0.5), xycoords=badge, xytext=(6, 0), textcoords="offset points", va="center",
                         fontsize=8.5, color="0.3", annotation_clip=False)
     ax.axvspan(-1, 1, color="0.9", zorder=0)
     ax.axvline(0, color="0.3", lw=1)
-    ax.set_yticks(range(len(keys)), [f"{row[:48]} | {SETUPS[s].label}" for row, s in keys], fontsize=10)
+    ax.set_yticks(range(len(keys)), labels, fontsize=9.5)
     ax.set_ylim(len(keys) - 0.5, -0.5)
-    ax.set_xlim(-SCALE_MAX - 0.2, SCALE_MAX + 0.2)
+    ax.set_xlim(-SCALE_MAX, SCALE_MAX)
     ax.set_xlabel("effect in the claim's favour (arm a better), in smallest effects", fontsize=10)
-    save_figure(fig, path)
+    save_figure(fig, path, grow=True)
 
 
 def panels(setups: list[str], height: float, columns: int = 3):

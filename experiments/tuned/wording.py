@@ -27,6 +27,8 @@ def effect_words(unit: str, estimate: float, low: float, high: float, a: str, b:
     if not math.isfinite(estimate):
         return "–"
     winner, (est, lo, hi) = (a, (estimate, low, high)) if estimate >= 0 else (b, (-estimate, -high, -low))
+    tiny = 1e-6 * max(abs(v) for v in (est, lo, hi) if math.isfinite(v))  # a bound found by search, at zero
+    lo, hi = (0.0 if abs(v) < tiny else v for v in (lo, hi))
     if unit == "rate":
         return f"{winner} diverged less often by {100 * est:.0f} points [{100 * lo:.0f}, {100 * hi:.0f}]"
     if unit.startswith("log"):
@@ -71,8 +73,13 @@ def card_table(row: Row, part: pd.DataFrame, decided: pd.DataFrame, trials: pd.S
                      "effect [95 % interval]": effect_words(r.unit, r.estimate, r.low, r.high, a, b) if tested
                      else r.note, "n": int(r.n) if tested else "–",
                      "tuning trials a/b": "/".join(str(trials.get((r.setup, arm), "–")) for arm in (row.a, row.b)),
-                     "verdict": f"{r.verdict} ({NOT_BRACKETED})" if NOT_BRACKETED in str(r.note) else r.verdict})
+                     "verdict": verdict_words(r)})
     return pd.DataFrame(rows)
+
+
+def verdict_words(r) -> str:
+    """A row's verdict, with the reason when it is undecided because an arm's best lr is not bracketed."""
+    return f"{r.verdict} ({NOT_BRACKETED})" if NOT_BRACKETED in str(r.note) else r.verdict
 
 
 def _block(decided: pd.DataFrame, blocks: str) -> pd.DataFrame:

@@ -2,8 +2,9 @@
 
     python -m gradclip.screenshots results/report.html results/main/report/report.html --out docs/screenshots
 
-Each page gives two PNGs: its first screen (``<name>.png``, what a reader sees on opening it) and the whole page
-(``<name>-full.png``, its height measured by the browser).
+Each page gives its first screen (``<name>.png``, what a reader sees on opening it) and the whole page, its height
+measured by the browser, in consecutive parts of at most ``PART`` pixels (``<name>-full.png``, ``<name>-full-2.png``,
+...: Chromium draws no taller image).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WIDTH, FIRST_SCREEN = 1400, 1500
+WIDTH, FIRST_SCREEN, PART = 1400, 1500, 15000
 
 
 def browser() -> str | None:
@@ -35,10 +37,34 @@ def _chromium(page: Path, *args: str) -> str:
     return done.stdout
 
 
-def shoot(page: Path, out: Path, height: int) -> Path:
+def shoot(page: Path, out: Path, height: int, skip: int = 0) -> Path:
+    """The page's ``height`` pixels from ``skip`` down, as a PNG (a copy beside the page, so its figures load, drawn
+    shifted up)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    _chromium(page, f"--window-size={WIDTH},{height}", f"--screenshot={out.resolve()}")
+    with beside(page, f"<style>body{{transform:translateY(-{skip}px)}}</style>" if skip else "") as copy:
+        _chromium(copy, f"--window-size={WIDTH},{height}", f"--screenshot={out.resolve()}")
     return out
+
+
+def shoot_whole(page: Path, out_dir: Path, name: str) -> list[Path]:
+    """The whole page in parts of at most PART pixels; parts left from a longer page of an earlier call removed."""
+    height = full_height(page) + 40
+    parts = [out_dir / (f"{name}-full.png" if i == 0 else f"{name}-full-{i + 1}.png")
+             for i in range(-(-height // PART))]
+    for stale in set(out_dir.glob(f"{name}-full-*.png")) - set(parts):
+        stale.unlink()
+    return [shoot(page, part, min(PART, height - i * PART), i * PART) for i, part in enumerate(parts)]
+
+
+@contextmanager
+def beside(page: Path, head: str):
+    """A copy of ``page`` in its own folder with ``head`` added (removed afterwards)."""
+    copy = page.with_name(f".{page.stem}.screenshot.html")
+    copy.write_text(page.read_text().replace("</head>", head + "</head>", 1) if head else page.read_text())
+    try:
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def full_height(page: Path) -> int:
@@ -46,9 +72,7 @@ def full_height(page: Path) -> int:
     loading, and the browser dumps that DOM."""
     script = ('<script>window.addEventListener("load",()=>document.body.setAttribute("data-height",'
               'document.documentElement.scrollHeight))</script>')
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / page.name
-        copy.write_text(page.read_text().replace("</body>", script + "</body>"))
+    with beside(page, script) as copy:
         dom = _chromium(copy, f"--window-size={WIDTH},{FIRST_SCREEN}", "--virtual-time-budget=5000", "--dump-dom")
     found = re.search(r'data-height="(\d+)"', dom)
     return int(found.group(1)) if found else FIRST_SCREEN
@@ -74,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for page in args.pages:
         name = name_of(page)
         first = shoot(page, args.out / f"{name}.png", FIRST_SCREEN)
-        full = shoot(page, args.out / f"{name}-full.png", min(full_height(page) + 40, 16000))
-        print(f"{page}: {first} (first screen), {full} (whole page)")
+        whole = shoot_whole(page, args.out, name)
+        print(f"{page}: {first} (first screen), {', '.join(map(str, whole))} (whole page)")
     return 0
 
 
