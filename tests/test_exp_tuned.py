@@ -101,7 +101,11 @@ def made():
 def test_deciding_block_runs_every_arm_on_fresh_seeds_the_test_split_and_the_c3_length(made):
     _, tables = made
     decided, choices, plan = tables["decided"], tables["choices"], tables["plan"].set_index("setup")
-    assert set(decided.seed) == set(design.BLOCKS["decide"]) and not set(decided.seed) & set(design.TUNING_SEEDS)
+    for setup, seeds in decided.groupby("setup").seed:
+        assert set(seeds) == set(design.SETUPS[setup].blocks["decide"]) and not set(seeds) & set(design.TUNING_SEEDS)
+    assert set(decided[decided.setup == "charlm_lstm"].seed) == set(design.BLOCKS["decide"])
+    spiky = design.SETUPS["charlm_gpt_spiky"].blocks  # B3 redeclared: seeds no earlier declaration ran
+    assert not {s for b in spiky.values() for s in b} & {s for b in design.BLOCKS.values() for s in b}
     cliff = decided[decided.setup == "charlm_lstm"]
     assert set(cliff.arm) == {"none", "norm1", "norm_tuned", *design.C3_ARMS}
     assert (cliff[cliff.arm == "norm_tuned"].run.to_numpy() == cliff[cliff.arm == "norm1"].run.to_numpy()).all()
@@ -150,7 +154,8 @@ def test_verify_adds_a_second_block_and_figures_draw(made, tmp_path):
     stored = {k: v for k, v in tables.items() if k != "rows"}
     again = tuned.verify(sweep, stored)
     assert set(again["decided"].block) == {"decide", "verify"}
-    assert set(again["decided"][again["decided"].block == "verify"].seed) == set(design.BLOCKS["verify"])
+    for setup, seeds in again["decided"][again["decided"].block == "verify"].groupby("setup").seed:
+        assert set(seeds) == set(design.SETUPS[setup].blocks["verify"])
     assert "pooled" in set(again["rows"].block)
     for figure in tuned.figures(again, tmp_path):
         assert (tmp_path / figure.name).stat().st_size > 10_000

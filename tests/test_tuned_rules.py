@@ -141,6 +141,8 @@ CLAIMS = {  # claim shapes as the protocol has them: C3 (4 rows x 3 setups, two 
                 ("spread", row("spread", setups=("s1", "s2", "s3"), claim="C5", label="r2"))],
     "C7-like": [("as good as bpc", row("final", "noninferiority", setups=tuple(f"s{i}" for i in range(5)),
                                        claim="C7", label="r1"))],
+    "B3-like": [("as good as bpc", row("final", "noninferiority", setups=("s1",), claim="B3", label=f"r{i}"))
+                for i in range(4)],  # four remedies, each as good as the tuned threshold, on one setup
 }
 
 
@@ -168,3 +170,20 @@ def test_a_claims_whole_decision_path_without_an_effect(shape, n):
     print(f"\n{shape} claim, n = {n}, no effect anywhere: a claim verdict other than undecided in {wrong:.1%} of "
           f"{tables} tables ({pd.Series(found).value_counts().to_dict()})")
     assert wrong <= at_most_5(tables)
+
+
+def test_an_unbracketed_best_lr_leaves_a_row_undecided_unless_the_grid_is_the_claims_scope():
+    """B3's setup asks no bracket (its two lrs are the claim's scope): a clear effect is decided there, and the same
+    runs on a setup whose rule asks for one stay undecided."""
+    rng = np.random.default_rng(3)
+    found = {}
+    for setup in ("charlm_gpt", "charlm_gpt_spiky"):
+        assert design.SETUPS[setup].bracket == (setup == "charlm_gpt")
+        frames = [arm(rng, 10, "a", setup, shift=0.2), arm(rng, 10, "b", setup)]
+        choices = pd.DataFrame({"setup": setup, "arm": ["a", "b"], "bracketed": [False, True]})
+        rows = rules.analyse(pd.concat(frames, ignore_index=True), choices, [row("final", setups=(setup,))],
+                             with_power=False)
+        found[setup] = rules.final_rows(rows).iloc[0]
+    assert found["charlm_gpt_spiky"].verdict == "supported" and rules.NOT_BRACKETED not in str(
+        found["charlm_gpt_spiky"].note)
+    assert found["charlm_gpt"].verdict == "undecided" and rules.NOT_BRACKETED in found["charlm_gpt"].note

@@ -5,7 +5,7 @@ their arms, the rows (what each claim's test compares) and the smallest effects.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TUNING_SEEDS = (0, 1, 2)
 BLOCKS = {"decide": tuple(range(1000, 1010)), "verify": tuple(range(2000, 2010))}
@@ -77,6 +77,8 @@ class Setup:
     clipped_today: str = ""  # the recipes that clip this kind of network by default (C5 is tested here too)
     grid: tuple[int, ...] = GRID  # the tuning lrs, k half-decades from the setup's lr
     max_extensions: int = MAX_EXTENSIONS  # rounds the grid may grow by one k per side to bracket a best lr
+    bracket: bool = True  # False: the grid is the claim's scope; an arm's best lr in it is its tuned lr, bracketed or not
+    blocks: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(BLOCKS))  # the deciding seeds
 
     @property
     def clipping_used(self) -> bool:
@@ -101,7 +103,11 @@ SETUPS = {  # grad_norm: results/threshold of commit 56dc44c (norm_median at thr
     # B3's spiking setup (docs/protocol.md, "Where spikes happen"): the GPT at peak lr 0.095 and 0.3, where its runs
     # spiked after warm-up; tuned there only (never extended: a remedy that needs a lower lr does not remedy spikes
     # at these). grad_norm: norm-1 runs at 0.095, seeds 3000-3009 (results/lr_sensitivity), median 0.22.
-    "charlm_gpt_spiky": Setup("GPT at spiking lrs", ("norm_tuned",) + REMEDIES, 0.22, grid=(0, 1), max_extensions=0),
+    # Redeclared 2026-12-04 (docs/protocol.md, "B3 redeclared"): these two lrs are B3's scope, so no bracket is asked
+    # for (a grid of two lrs never brackets one); decided on seeds no earlier declaration ran.
+    "charlm_gpt_spiky": Setup("GPT at spiking lrs", ("norm_tuned",) + REMEDIES, 0.22, grid=(0, 1), max_extensions=0,
+                              bracket=False, blocks={"decide": tuple(range(4000, 4010)),
+                                                     "verify": tuple(range(5000, 5010))}),
 }
 
 

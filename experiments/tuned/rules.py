@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from gradclip import stats
-from experiments.tuned.design import (DIVERGE_FACTORS, LOG_SCALE, PRIMARY_FACTOR, ROWS, SMALLEST, SPREAD_CONFIDENCE,
-                                      Row)
+from experiments.tuned.design import (DIVERGE_FACTORS, LOG_SCALE, PRIMARY_FACTOR, ROWS, SETUPS, SMALLEST,
+                                      SPREAD_CONFIDENCE, Row)
 from experiments.tuned.stages import late_gain, score
 
 ALPHA = 1 - stats.CONFIDENCE
@@ -262,7 +262,9 @@ def analyse(decided: pd.DataFrame, choices: pd.DataFrame, rows: list[Row] = ROWS
     for row in rows:
         for setup in row.setups:
             chosen = choices[choices.setup == setup].set_index("arm")
-            bracketed = all(bool(chosen.loc[arm, "bracketed"]) for arm in (row.a, row.b) if arm in chosen.index)
+            scope_only = setup in SETUPS and not SETUPS[setup].bracket  # the grid is the claim's scope
+            bracketed = scope_only or all(bool(chosen.loc[arm, "bracketed"]) for arm in (row.a, row.b)
+                                          if arm in chosen.index)
             for block in blocks + (["pooled"] if len(blocks) > 1 else []):
                 part = decided if block == "pooled" else decided[decided.block == block]
                 one, two = paired(part, setup, row.a, row.b)

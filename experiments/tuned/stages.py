@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.tuned.design import (ARMS, BLOCKS, DIVERGE_FACTORS, LATE_SHARE, LENGTHS, LOG_SCALE,
+from experiments.tuned.design import (ARMS, DIVERGE_FACTORS, LATE_SHARE, LENGTHS, LOG_SCALE,
                                       MAX_EXTENSIONS, PRIMARY_FACTOR, SETUPS, SMALLEST, SMOOTH_SHARE, TUNING_SEEDS,
                                       cells, job)
 from gradclip.report.figures import EVENTS
@@ -243,12 +243,12 @@ def deciding_arms(setup: str, choices: pd.DataFrame, plan: pd.DataFrame) -> dict
 def decide(sweep, choices: pd.DataFrame, plan: pd.DataFrame, block: str) -> pd.DataFrame:
     """Every arm on the block's seeds, scored on the test split, with divergence read up to the largest factor."""
     jobs, shared, by_setup = [], {}, plan.set_index("setup")
-    for setup in SETUPS:
+    for setup, spec in SETUPS.items():
         for (config, k, steps), names in deciding_arms(setup, choices, plan).items():
             shared[(setup, config, k, steps)] = names
             base = int(by_setup.loc[setup, "base_steps"])
             every = max(1, int(by_setup.loc[setup, "eval_every"]) * steps // base)
-            for seed in BLOCKS[block]:
+            for seed in spec.blocks[block]:
                 jobs.append(({"setup": setup, "config": config, "k": k, "seed": seed},
                              job(setup, tuple(config.split()), k, seed, "test", f"steps={steps}",
                                  f"eval_every={every}", f"diverge_factor={max(DIVERGE_FACTORS):g}")))

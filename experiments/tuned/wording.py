@@ -112,10 +112,15 @@ def numbers_line(row: Row, r) -> str:
     return "; ".join(parts)
 
 
+def _seeds(setup) -> str:
+    return " and ".join(f"{seeds[0]}-{seeds[-1]}" for seeds in setup.blocks.values())
+
+
 RULE = f"""Arms: no clip, norm 1, norm with a tuned threshold (1, 0.5 x and 10 x the setup's median gradient norm), and
 on the two exploding MLPs AutoClip / AGC / ZClip / ZClip without cap at their reference defaults; on the GPT at
 spiking lrs (B3) the tuned threshold and the spike remedies skip-step, SPAM, AdaGC and StableAdamW at their
-references' defaults, tuned over its peak lrs 0.095 and 0.3 only. Each tuned over the
+references' defaults, tuned over its peak lrs 0.095 and 0.3 only (B3's scope: the better of the two is an arm's
+tuned lr, no bracket asked for), decided on seeds {_seeds(SETUPS['charlm_gpt_spiky'])}. Each other arm tuned over the
 lr grid {', '.join(f'{10 ** (k / 2):.3g}' for k in GRID)} x the setup's lr (extended by a half-decade, at most twice,
 until its best lr is bracketed; else its rows are undecided), {len(TUNING_SEEDS)} tuning seeds, selected by the median
 final validation metric (diverged = worst). C3 adds no clip at 0.1 x and 0.03 x its tuned lr and at norm 1's lr, and
