@@ -15,7 +15,7 @@ from experiments.tuned.rules import A_IMPROVING, A_NOT_BETTER, B_IMPROVING, NOT_
 from experiments.tuned.stages import SHARES, curve_points
 from gradclip.report.figures import EVENTS
 
-BLOCK_STYLE = {"decide": ("o", 0.22), "verify": ("s", 0.0), "pooled": ("D", -0.22)}  # marker, offset
+BLOCK_STYLE = {"decide": ("o", 0.28), "verify": ("s", 0.0), "pooled": ("D", -0.28)}  # marker, offset
 ARM_COLOURS = {"none": "#d55e00", "norm1": "#0072b2", "norm_tuned": "#009e73", "autoclip": "#cc79a7",
                "agc": "#e69f00", "zclip": "#56b4e9", "zclip_nocap": "#000000", "norm1_long": "#0072b2",
                "none_small": "#f0a070", "none_smaller": "#f5c8a8", "none_at_clip_lr": "#8b3a00",
@@ -67,7 +67,7 @@ def interval_figure(shown: pd.DataFrame, final: pd.DataFrame, path: Path) -> Non
 
     keys = list(dict.fromkeys(zip(shown.row, shown.setup)))
     labels = [textwrap.fill(f"{row} | {SETUPS[s].label}", 52) for row, s in keys]
-    fig, ax = plt.subplots(figsize=(11, sum(0.3 + 0.17 * label.count("\n") for label in labels) + 1.8))
+    fig, ax = plt.subplots(figsize=(11, sum(0.42 + 0.17 * label.count("\n") for label in labels) + 1.8))
     edge = SCALE_MAX - 0.15
     for r in shown.itertuples():
         y = keys.index((r.row, r.setup))
@@ -79,8 +79,8 @@ def interval_figure(shown: pd.DataFrame, final: pd.DataFrame, path: Path) -> Non
         ax.plot(mid, y + offset, ("<" if mid < 0 else ">") if off else marker, color=colour, ms=7 if off else 5)
         if off:  # the estimate itself, beside its arrow
             ax.annotate(f"{r.estimate / r.smallest:.0f}", (mid, y + offset), xytext=(-8 if mid > 0 else 8, 0),
-                        textcoords="offset points", ha="right" if mid > 0 else "left", va="center", fontsize=7.5,
-                        color=colour)
+                        textcoords="offset points", ha="right" if mid > 0 else "left", va="center", fontsize=7,
+                        color=colour, bbox={"boxstyle": "square,pad=0.1", "fc": "#ffffff", "ec": "none"})
     for y, key in enumerate(keys):
         word = final.verdict.get(key, "undecided")
         badge = ax.annotate(word, (1, y), xycoords=("axes fraction", "data"), xytext=(8, 0),
