@@ -1,5 +1,6 @@
-"""The cost of a training step, measured side by side in one process (`make bench` runs both): clipping's share of
-a step on every protocol setup, and the suite's GPT step against a bare nanoGPT-style loop."""
+"""The cost of a training step, measured side by side in one process (`make bench` runs them): clipping's share of
+a step on every protocol setup, the suite's GPT step against a bare nanoGPT-style loop, and the sequence models'
+step on k batches at once (what populations could save) with the least the lr-sensitivity runs cost from it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import pandas as pd
@@ -92,10 +94,15 @@ def clip_share(setup: str, rounds: int = ROUNDS) -> dict:
     def share(name: str, base: str) -> float:
         return statistics.median(b[name] / b[base] for b in blocks) - 1
 
+    torch.set_num_threads(1)
+    grads, half, two = [p.grad for p in params], *(torch.full((), f, dtype=params[0].dtype) for f in (0.5, 2.0))
+    scale = min(timeit.repeat(lambda: (torch._foreach_mul_(grads, half), torch._foreach_mul_(grads, two)),
+                              number=20, repeat=15)) / 40  # x 0.5 then x 2: exact, the gradients stay as they were
+    torch.set_num_threads(default_threads)
     return {"step": {name: statistics.median(b[name] for b in blocks) for name in ("bare", "bare, default threads")},
             "share": {"norm": share("none", "bare"), "clipping": share("norm1", "none"),
                       "clip_grad_norm_": share("clip_grad_norm_", "bare")},
-            "clip_us": {name: 1e6 * statistics.median(t) for name, t in clip_seconds.items()},
+            "clip_us": {name: 1e6 * statistics.median(t) for name, t in clip_seconds.items()}, "scale_us": 1e6 * scale,
             "clipped": sum(fired) / len(fired), "tensors": len(params), "rounds": rounds, "block_steps": steps}
 
 
@@ -187,21 +194,26 @@ def clip_report(shares: dict) -> list[str]:
         "comparison. The Clipper calls are also timed alone (median µs). Where few steps clip (steps clipped), the "
         "clipping share is mostly that of the comparison.", "",
         "| setup | tensors | step without a clip call: 1 thread / default threads (ms) | norm logged | "
-        f"**clipping** | steps clipped | Clipper call: none / norm1 (µs) | `clip_grad_norm_` | "
-        f"target ≤ {TARGET_SHARE:.0%} |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        f"**clipping** | steps clipped | Clipper call: none / norm1 (µs) | the multiplication alone (µs, share) | "
+        f"`clip_grad_norm_` | target ≤ {TARGET_SHARE:.0%} |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for setup, s in shares.items():
         step, share, us, clipping = s["step"], s["share"], s["clip_us"], s["share"]["clipping"]
         lines.append(f"| {setup} | {s['tensors']} | {1000 * step['bare']:.2f} / "
                      f"{1000 * step['bare, default threads']:.2f} | {share['norm']:+.1%} | {clipping:+.1%} | "
-                     f"{s['clipped']:.0%} | {us['none']:.0f} / {us['norm1']:.0f} | {share['clip_grad_norm_']:+.1%} | "
+                     f"{s['clipped']:.0%} | {us['none']:.0f} / {us['norm1']:.0f} | {s['scale_us']:.0f}, "
+                     f"{s['scale_us'] / 1e6 / step['bare']:.1%} | {share['clip_grad_norm_']:+.1%} | "
                      f"{verdict(clipping <= TARGET_SHARE, f'{clipping:.1%}')} |")
     lines += [
         "", "The suite's clip is one fused norm over all gradients and, when it clips, one fused multiplication, "
         "the factor computed in Python: `clip_grad_norm_`'s gradients and norms bit for bit "
         "(`tests/test_clip_bits.py`), so no committed number changes. What is left is torch's cost per call: a "
         "norm per gradient tensor, their norm, and one multiplication per tensor; one flat gradient buffer would "
-        "make the norm a single call, but it sums in another order and changes the last bits of every number."]
+        "make the norm a single call, but it sums in another order and changes the last bits of every number. "
+        "*The multiplication alone* is that fused multiplication of every gradient by the factor, timed by itself "
+        "(best of 15 × 20, one thread): the least a step that clips must add, whatever the code around it. Where it "
+        "is itself near the target (a model of many tensors that clips on almost every step), clipping cannot stay "
+        "under it and keep `clip_grad_norm_`'s bits."]
     return lines
 
 
@@ -220,3 +232,103 @@ def gpt_report(gpt: dict) -> list[str]:
         "|---|---|---|---|",
         f"| {1000 * gpt['bare']:.1f} | {1000 * gpt['suite']:.1f} | {ratio:.2f}× | "
         f"{verdict(ratio <= TARGET_GPT, f'{ratio:.2f}×')} |", ""]
+
+
+# ---------------------------------------------------------------- what `make reproduce` costs at the least
+HEADROOM_SETUPS, HEADROOM_FACTORS, HEADROOM_ROUNDS, HEADROOM_STEPS = ("charlm_gpt", "charlm_lstm"), (1, 2, 4, 10), 5, 4
+TARGET_REPRODUCE_MIN = 35
+LR_RUNS = Path(__file__).resolve().parents[1] / "results" / "lr_sensitivity" / "runs.csv"
+
+
+def batch_headroom(setup: str) -> dict:
+    """The most a population of k runs could save on a sequence model: one model's bare step (batch, forward, loss,
+    backward, optimizer, ``loss.item()``; one thread) on k times the setup's batch, for k in HEADROOM_FACTORS. k
+    models batched do the same products as one model on k batches, at best at its speed: where a step on k batches
+    costs k steps, batching runs cannot pay. HEADROOM_ROUNDS rounds of HEADROOM_STEPS steps per k, order rotating;
+    the median step per k."""
+    torch.set_num_threads(1)
+    batch = compose_setup(setup).task.batch_size
+    steps = {}
+    for k in HEADROOM_FACTORS:
+        cfg = compose_setup(setup, f"task.batch_size={k * batch}")
+        torch.manual_seed(0)
+        task, model_cfg, _, _ = parts(cfg)
+        task.setup(torch.device("cpu"))
+        model = model_cfg.build(task)
+        steps[k] = (task, model_cfg, model, build_optimizer(cfg.optim, model), torch.Generator().manual_seed(0))
+
+    def step(k: int) -> float:
+        task, model_cfg, model, optimizer, batches = steps[k]
+        started = time.perf_counter()
+        x, y = task.batch(batches)
+        loss = model_cfg.loss(task, model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        return time.perf_counter() - started
+
+    for k in HEADROOM_FACTORS:
+        step(k)  # warm-up
+    times = {k: [] for k in HEADROOM_FACTORS}
+    for r in range(HEADROOM_ROUNDS):
+        for k in HEADROOM_FACTORS[r % len(HEADROOM_FACTORS):] + HEADROOM_FACTORS[:r % len(HEADROOM_FACTORS)]:
+            times[k] += [step(k) for _ in range(HEADROOM_STEPS)]
+    torch.set_num_threads(os.cpu_count() or 1)
+    return {"batch": batch, "step": {str(k): statistics.median(t) for k, t in times.items()}}
+
+
+def measure_headroom() -> dict:
+    headroom = {setup: batch_headroom(setup) for setup in HEADROOM_SETUPS}
+    for setup, h in headroom.items():
+        log(f"{setup}: step on k batches / (k x one batch): " + ", ".join(
+            f"k={k} {s / int(k) / h['step']['1']:.2f}" for k, s in h["step"].items()))
+    return {"measured": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "setups": headroom}
+
+
+def reproduce_floor(clip: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """A lower bound on the training time of the lr-sensitivity experiment: each run that did not diverge (``runs``:
+    results/lr_sensitivity/runs.csv) for its steps at its setup's bare step on one thread (``clip``: the clipping
+    measurements' "bare"), a diverged run at no cost; no start-up, evaluation, norm or file."""
+    kept = runs[~runs.diverged.astype(bool)]
+    floor = kept.groupby("setup").agg(runs=("run", "size"), steps=("steps", "first"))
+    floor["all_runs"] = runs.groupby("setup").size()
+    floor["step_ms"] = [1000 * clip[setup]["step"]["bare"] for setup in floor.index]
+    floor["core_minutes"] = floor.runs * floor.steps * floor.step_ms / 1000 / 60
+    return floor
+
+
+def floor_report(measured: dict, runs: pd.DataFrame) -> list[str]:
+    """RESULTS.md's section on what `make reproduce` costs at the least on this machine's cores."""
+    floor, cores = reproduce_floor(measured["clip"], runs), os.cpu_count() or 1
+    minutes = floor.core_minutes.sum() / cores
+    lines = [
+        f"## `make reproduce` in {TARGET_REPRODUCE_MIN} minutes on {cores} cores?", "",
+        "A lower bound on the lr-sensitivity experiment alone (results/lr_sensitivity/runs.csv): each of its runs "
+        "that did not diverge trains its steps at its setup's bare step on one thread (the clipping table's, lr × "
+        "0.1), the diverged ones cost nothing, and the machine's cores do nothing else: no start-up, composing, "
+        "evaluation, gradient norm or file.", "",
+        "| setup | runs trained to the end (of all) | steps | bare step, 1 thread (ms) | core-minutes |",
+        "|---|---|---|---|---|",
+        *[f"| {r.Index} | {r.runs} ({r.all_runs}) | {r.steps} | {r.step_ms:.2f} | {r.core_minutes:.1f} |"
+          for r in floor.itertuples()],
+        f"| **all** | {floor.runs.sum()} ({floor.all_runs.sum()}) | | | **{floor.core_minutes.sum():.1f}** |", "",
+        f"At least {minutes:.1f} min on {cores} cores for this experiment's training steps alone, against "
+        f"{TARGET_REPRODUCE_MIN} min for every experiment: "
+        f"{verdict(minutes <= TARGET_REPRODUCE_MIN, f'{minutes / TARGET_REPRODUCE_MIN:.1f}× the target before anything else runs')}.",
+        "", "Could populations pay for it, as they do for the MLPs? One model's bare step on k times its setup's "
+        f"batch (one thread; median of {HEADROOM_ROUNDS} rounds of {HEADROOM_STEPS} steps per k, order rotating) is "
+        "the most a population of k runs batched together could reach. Measured "
+        f"{measured['headroom']['measured']}.", "",
+        "| setup | batch | " + " | ".join(f"step on {k} × the batch (ms)" for k in HEADROOM_FACTORS)
+        + f" | cost per batch: {HEADROOM_FACTORS[-1]} × / 1 × |",
+        "|---|---|" + "---|" * len(HEADROOM_FACTORS) + "---|"]
+    for setup, h in measured["headroom"]["setups"].items():
+        step, last = h["step"], str(HEADROOM_FACTORS[-1])
+        lines.append(f"| {setup} | {h['batch']} | " + " | ".join(f"{1000 * step[str(k)]:.1f}" for k in HEADROOM_FACTORS)
+                     + f" | {step[last] / int(last) / step['1']:.2f} |")
+    lines += [
+        "", "Read: a ratio near 1 (or above) means these models are compute-bound at their own batch on one core: a "
+        "step on k batches costs k steps, so batching k runs into one population saves nothing, and the bound above "
+        "stands: below it go only faster cores or more of them (`python experiments/reproduce.py --jobs N`).", ""]
+    return lines

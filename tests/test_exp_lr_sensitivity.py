@@ -112,6 +112,24 @@ def test_the_block_is_fresh_and_every_run_is_scored_on_the_test_split(monkeypatc
     assert ("charlm_gpt", "norm_tuned") not in {(m["setup"], m["arm"]) for m, _ in lr_sensitivity.plan()}
 
 
+@pytest.mark.parametrize("setup", list(design.SETUPS))
+def test_a_run_evaluates_only_what_the_measures_read(setup, make_cfg, tmp_path):
+    """Every run of the experiment evaluates at step 0 (L0) and at its last step, nothing between; and evaluating
+    changes nothing the run computes: a run evaluated every 2 steps has the same losses, norms and final metric."""
+    from conftest import train_one
+
+    overrides = [*design.EXTRA, *design.job(setup, "norm1", 0, design.BLOCK[0])]
+    assert make_cfg(*overrides).eval_every == make_cfg(*overrides).steps
+    short = [*overrides, "steps=6"]
+    runs = {every: train_one(make_cfg(*short, *([f"eval_every={every}"] if every else [])), tmp_path / str(every))
+            for every in (None, 2)}
+    metrics = {every: pd.read_csv(tmp_path / str(every) / "metrics.csv") for every in runs}
+    assert metrics[None].dropna(subset=["val_loss"]).step.tolist() == [0, 6]
+    assert metrics[2].dropna(subset=["val_loss"]).step.tolist() == [0, 2, 4, 6]
+    assert runs[None].final_metric == runs[2].final_metric
+    columns = ["loss", "grad_norm", "grad_norm_clipped"]
+    pd.testing.assert_frame_equal(metrics[None][columns], metrics[2][columns])
+
 def test_a_new_arm_is_one_line(monkeypatch):
     """An arm declared in ARMS and named by a setup runs on its grid and joins the rows that name it."""
     assert "qk_z" not in design.ARMS
