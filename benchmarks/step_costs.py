@@ -246,6 +246,7 @@ def batch_headroom(setup: str) -> dict:
     models batched do the same products as one model on k batches, at best at its speed: where a step on k batches
     costs k steps, batching runs cannot pay. HEADROOM_ROUNDS rounds of HEADROOM_STEPS steps per k, order rotating;
     the median step per k."""
+    default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     batch = compose_setup(setup).task.batch_size
     steps = {}
@@ -274,7 +275,7 @@ def batch_headroom(setup: str) -> dict:
     for r in range(HEADROOM_ROUNDS):
         for k in HEADROOM_FACTORS[r % len(HEADROOM_FACTORS):] + HEADROOM_FACTORS[:r % len(HEADROOM_FACTORS)]:
             times[k] += [step(k) for _ in range(HEADROOM_STEPS)]
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(default_threads)
     return {"batch": batch, "step": {str(k): statistics.median(t) for k, t in times.items()}}
 
 
@@ -302,6 +303,7 @@ def floor_report(measured: dict, runs: pd.DataFrame) -> list[str]:
     """RESULTS.md's section on what `make reproduce` costs at the least on this machine's cores."""
     floor, cores = reproduce_floor(measured["clip"], runs), os.cpu_count() or 1
     minutes = floor.core_minutes.sum() / cores
+    missed = f"{minutes / TARGET_REPRODUCE_MIN:.1f}× the target before anything else runs"
     lines = [
         f"## `make reproduce` in {TARGET_REPRODUCE_MIN} minutes on {cores} cores?", "",
         "A lower bound on the lr-sensitivity experiment alone (results/lr_sensitivity/runs.csv): each of its runs "
@@ -315,7 +317,7 @@ def floor_report(measured: dict, runs: pd.DataFrame) -> list[str]:
         f"| **all** | {floor.runs.sum()} ({floor.all_runs.sum()}) | | | **{floor.core_minutes.sum():.1f}** |", "",
         f"At least {minutes:.1f} min on {cores} cores for this experiment's training steps alone, against "
         f"{TARGET_REPRODUCE_MIN} min for every experiment: "
-        f"{verdict(minutes <= TARGET_REPRODUCE_MIN, f'{minutes / TARGET_REPRODUCE_MIN:.1f}× the target before anything else runs')}.",
+        f"{verdict(minutes <= TARGET_REPRODUCE_MIN, missed)}.",
         "", "Could populations pay for it, as they do for the MLPs? One model's bare step on k times its setup's "
         f"batch (one thread; median of {HEADROOM_ROUNDS} rounds of {HEADROOM_STEPS} steps per k, order rotating) is "
         "the most a population of k runs batched together could reach. Measured "

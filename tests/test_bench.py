@@ -103,8 +103,8 @@ def test_the_floor_of_make_reproduce_counts_only_runs_that_train_to_the_end():
     import pandas as pd
 
     clip = {"charlm_gpt": {"step": {"bare": 0.015}}, "charlm_lstm": {"step": {"bare": 0.020}}}
-    runs = pd.DataFrame({"setup": ["charlm_gpt"] * 3 + ["charlm_lstm"] * 2, "diverged": [False, False, True, False, True],
-                         "steps": 500, "run": range(5)})
+    runs = pd.DataFrame({"setup": ["charlm_gpt"] * 3 + ["charlm_lstm"] * 2, "steps": 500, "run": range(5),
+                         "diverged": [False, False, True, False, True]})
     floor = step_costs.reproduce_floor(clip, runs)
     assert floor.loc["charlm_gpt", "runs"] == 2 and floor.loc["charlm_gpt", "all_runs"] == 3
     assert math.isclose(floor.core_minutes.sum(), (2 * 500 * 0.015 + 500 * 0.020) / 60)
